@@ -1,0 +1,11 @@
+"""Backpropagation-free training algorithms behind one trainer interface.
+
+``ALGORITHMS`` maps a name to a trainer class; importing this package registers every algorithm
+and architecture. See :mod:`algorithms.base` for the interface.
+"""
+
+from . import bp, dfa, fa, ff, mf, networks  # noqa: F401  (registration side effects)
+from .base import ConfigError, Trainer, TrainerHParams
+from .registry import ALGORITHMS, ARCHITECTURES, UnknownNameError
+
+__all__ = ["ALGORITHMS", "ARCHITECTURES", "ConfigError", "Trainer", "TrainerHParams", "UnknownNameError"]

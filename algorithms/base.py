@@ -1,0 +1,119 @@
+"""The one trainer interface every algorithm implements, and what they share.
+
+A trainer is an ``nn.Module`` with two verbs:
+
+* ``update(x, y) -> dict[str, Tensor]``: one training step on a mini-batch; returns detached
+  scalar losses (kept as tensors so that a GPU is not synchronised on every step).
+* ``predict(x, mode) -> Tensor``: class scores ``(N, num_classes)``; ``mode`` is one of
+  ``prediction_modes`` (the first is the default), e.g. MF's ``ff``, ``bp``, ``layer1``.
+
+Between epochs the runner calls ``start_epoch(epoch, num_epochs)`` so that schedules (MF's
+layer-by-layer training) can change what learns; ``phase`` names what is learning now, so that
+measurements wrapped around the trainer can report per phase. Nothing in ``algorithms`` knows
+about timing, memory, energy or files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterable
+
+import torch
+from torch import nn
+
+from .networks import LayerFactory, Network, build_network
+
+
+class ConfigError(ValueError):
+    """An impossible or unknown setting; the message is one line meant for the user."""
+
+
+def dataclass_from_dict(cls: type, values: dict[str, Any], what: str):
+    """Build dataclass ``cls`` from ``values``, refusing keys it does not declare."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"unknown {what} key(s) {unknown}; valid keys: {sorted(names)}")
+    obj = cls(**values)
+    if hasattr(obj, "validate"):
+        obj.validate()
+    return obj
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+@dataclass
+class TrainerHParams:
+    """Settings every trainer has; algorithms subclass this and add their own."""
+
+    optimizer: str = "adam"  # the Mono-Forward paper trains every network with Adam
+    lr: float = 1e-3  # Adam's usual default; the paper's Figure 4/5 protocol uses it too
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # used by sgd only
+
+    def validate(self) -> None:
+        _check(self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
+        _check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        _check(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
+
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+def make_optimizer(params: Iterable[nn.Parameter], hp: TrainerHParams) -> torch.optim.Optimizer:
+    params = list(params)
+    if hp.optimizer == "adam":
+        return torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+    if hp.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+    return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+
+
+class Trainer(nn.Module):
+    """Base class of every algorithm. Subclasses set ``HParams`` and implement the verbs."""
+
+    HParams: ClassVar[type[TrainerHParams]] = TrainerHParams
+    layer_factory: ClassVar[LayerFactory] = LayerFactory()
+    #: whether the architecture's output head is part of the model (MF and FF replace it)
+    uses_head: ClassVar[bool] = True
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, arch: str,
+                 arch_args: dict[str, Any] | None = None, hparams: TrainerHParams | dict | None = None):
+        super().__init__()
+        if not isinstance(hparams, TrainerHParams):
+            hparams = dataclass_from_dict(self.HParams, dict(hparams or {}), f"{type(self).__name__} hyperparameter")
+        self.hp = hparams
+        self.input_shape = tuple(input_shape)
+        self.num_classes = num_classes
+        self.net: Network = build_network(arch, self.input_shape, num_classes, arch_args or {},
+                                          self.layer_factory, with_head=self.uses_head)
+        self.phase = "train"
+
+    # -- the interface ---------------------------------------------------------------------------
+    prediction_modes: tuple[str, ...] = ("output",)
+
+    def start_epoch(self, epoch: int, num_epochs: int) -> None:
+        """Called before each epoch (0-based); schedules override it."""
+
+    def update(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def predict(self, x: torch.Tensor, mode: str | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def inference_parameters(self, mode: str | None = None) -> int:
+        """Number of parameters that prediction in ``mode`` uses (Table 4 of the paper)."""
+        return sum(p.numel() for p in self.parameters())
+
+    # -- helpers for subclasses ------------------------------------------------------------------
+    def _mode(self, mode: str | None) -> str:
+        mode = mode or self.prediction_modes[0]
+        if mode not in self.prediction_modes:
+            raise ConfigError(f"unknown prediction mode {mode!r} for {type(self).__name__}; "
+                              f"choose one of: {', '.join(self.prediction_modes)}")
+        return mode

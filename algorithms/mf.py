@@ -1,0 +1,117 @@
+"""Mono-Forward (MF, Gong, Li and Abdulla 2025).
+
+Every hidden block i has a projection matrix ``M_i`` (classes x block width) and local class
+scores ``G_i = a_i M_i^T`` from its output ``a_i``; each block and its ``M_i`` learn from the
+cross-entropy of ``G_i`` alone, with an optimiser of their own. The input of every block is
+detached, so no gradient ever crosses from one block to another. There is no separate output
+layer: prediction sums ``G_i`` over blocks (mode ``ff``), takes the last block's (``bp``), or any
+one block's (``layerK``).
+
+Schedules: ``simultaneous`` trains every block on every batch; ``sequential`` splits the epochs
+evenly over the blocks and trains them one after the other, earlier blocks frozen.
+
+Convolutional blocks need their feature maps turned into a vector before ``M_i``: ``flatten``
+keeps every position (``M_i`` is classes x C*H*W) and ``gap`` averages each channel over space
+(``M_i`` is classes x C).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import Trainer, TrainerHParams, _check, make_optimizer
+from .registry import ALGORITHMS
+
+SCHEDULES = ("simultaneous", "sequential")
+READOUTS = ("flatten", "gap")
+
+
+@dataclass
+class MFHParams(TrainerHParams):
+    schedule: str = "simultaneous"  # the paper trains all layers together on each batch
+    readout: str = "flatten"  # how a conv block's maps become the vector M_i projects
+
+    def validate(self) -> None:
+        super().validate()
+        _check(self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+        _check(self.readout in READOUTS, f"unknown readout {self.readout!r}; choose one of: {', '.join(READOUTS)}")
+
+
+@ALGORITHMS.register("mf")
+class MonoForward(Trainer):
+    HParams = MFHParams
+    uses_head = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.projections = nn.ParameterList()
+        for shape in self.net.feature_shapes:
+            width = shape[0] if (self.hp.readout == "gap" and len(shape) == 3) else math.prod(shape)
+            m = torch.empty(self.num_classes, width)
+            nn.init.kaiming_uniform_(m, a=math.sqrt(5))  # like a Linear(width -> classes) without bias
+            self.projections.append(nn.Parameter(m))
+        n = len(self.net.blocks)
+        self.prediction_modes = ("ff", "bp", *(f"layer{i + 1}" for i in range(n)))
+        self.optimizers = [make_optimizer([*block.parameters(), m], self.hp)
+                           for block, m in zip(self.net.blocks, self.projections)]
+        self.active = list(range(n))  # the blocks that learn in this epoch
+
+    def start_epoch(self, epoch: int, num_epochs: int) -> None:
+        n = len(self.net.blocks)
+        if self.hp.schedule == "sequential":
+            _check(num_epochs >= n, f"the sequential schedule needs at least one epoch per layer ({n}), got {num_epochs}")
+            layer = min(n - 1, epoch * n // num_epochs)
+            self.active = [layer]
+            self.phase = f"layer{layer + 1}"
+        else:
+            self.active = list(range(n))
+            self.phase = "all layers"
+
+    def scores(self, i: int, a: torch.Tensor) -> torch.Tensor:
+        """Block i's local class scores G_i from its output a."""
+        if self.hp.readout == "gap" and a.dim() == 4:
+            a = a.mean((2, 3))
+        return a.flatten(1) @ self.projections[i].T
+
+    def update(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        losses = {}
+        h = x
+        last = max(self.active)
+        for i, block in enumerate(self.net.blocks[: last + 1]):
+            if i in self.active:
+                h = block(h.detach())
+                losses[f"loss_layer{i + 1}"] = F.cross_entropy(self.scores(i, h), y)
+            else:
+                with torch.no_grad():  # a frozen block below the learning one only feeds it
+                    h = block(h)
+        for i in self.active:
+            self.optimizers[i].zero_grad(set_to_none=True)
+        sum(losses.values()).backward()  # blocks share no graph, so each gets its own gradient
+        for i in self.active:
+            self.optimizers[i].step()
+        out = {k: v.detach() for k, v in losses.items()}
+        out["loss"] = sum(out.values()) / len(out)
+        return out
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, mode: str | None = None) -> torch.Tensor:
+        mode = self._mode(mode)
+        depth = len(self.net.blocks) if mode in ("ff", "bp") else int(mode[5:])
+        h, scores = x, []
+        for i, block in enumerate(self.net.blocks[:depth]):
+            h = block(h)
+            if mode == "ff" or i == depth - 1:
+                scores.append(self.scores(i, h))
+        return sum(scores)
+
+    def inference_parameters(self, mode: str | None = None) -> int:
+        mode = self._mode(mode)
+        depth = len(self.net.blocks) if mode in ("ff", "bp") else int(mode[5:])
+        used = [*self.net.blocks[:depth].parameters()]
+        used += list(self.projections[:depth]) if mode == "ff" else [self.projections[depth - 1]]
+        return sum(p.numel() for p in used)

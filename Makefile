@@ -1,0 +1,37 @@
+# Entry points. Every target creates the virtual environment first if it is missing.
+#   make demo                      train BP, FA, DFA, FF and MF on the bundled digits set, side by side
+#   make test                      the test suite
+#   make reproduce-table3 PROFILE=quick   (and the other tables and figures; see README)
+#   make plots                     tables and figures from results/ alone, no training
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROFILE ?= quick
+export PYTHONUNBUFFERED := 1
+
+.PHONY: venv demo test bench-speed clean-venv
+.DEFAULT_GOAL := demo
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q torch==2.14.1 torchvision==0.29.1  # from the local wheel cache where present
+	$(VENV)/bin/pip install -q -e '.[all]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(PY) scripts/compare.py
+
+test: venv
+	$(PY) -m pytest -q tests
+
+bench-speed: venv
+	$(PY) scripts/bench_speed.py
+
+clean-venv:
+	rm -rf $(VENV)
+
+# Reproduction and plotting targets live in one fragment per topic.
+include $(wildcard mk/*.mk)

@@ -1,0 +1,135 @@
+"""The typed configuration of one experiment, parsed from flags or a JSON/YAML file.
+
+Unknown keys are refused everywhere: at the top level, in ``arch_args`` (checked against the
+architecture's ``Args`` dataclass) and in ``hparams`` (the algorithm's ``HParams``). ``resolve``
+fills in every default, so that two configs which mean the same run get the same identity
+(``run_id``) and the run folder holds the complete settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from algorithms import ALGORITHMS, ARCHITECTURES, ConfigError
+from algorithms.base import dataclass_from_dict
+
+# Fields that say where things are, not what is computed; they stay out of a run's identity.
+LOCATION_FIELDS = ("data_dirs", "results_dir", "quiet")
+
+
+@dataclass
+class ExperimentConfig:
+    algorithm: str = "mf"
+    dataset: str = "digits"  # scikit-learn's bundled 8x8 digits: real data that needs no download
+    arch: str = "mlp"
+    arch_args: dict[str, Any] = field(default_factory=dict)  # e.g. {"widths": [1000, 1000]}
+    hparams: dict[str, Any] = field(default_factory=dict)  # the algorithm's, e.g. {"lr": 1e-3}
+    epochs: int = 10
+    batch_size: int = 64  # the paper's Table 5 mini-batch size
+    seed: int = 0
+    val_fraction: float = 0.1  # carved from the training split; model selection never sees test
+    train_limit: int | None = None  # use a seeded subset of the training split (quick profiles)
+    test_limit: int | None = None
+    patience: int | None = None  # early stopping: epochs without a better validation accuracy
+    train_eval_limit: int = 10000  # train accuracy on this many training samples, to bound its cost
+    eval_batch_size: int = 2000
+    device: str = "auto"  # auto: cuda if available, else cpu
+    measure: list[str] = field(default_factory=lambda: ["time"])
+    tag: str = ""  # free text that becomes part of the identity, e.g. a table name
+    data_dirs: list[str] | None = None
+    results_dir: str = "results/runs"
+    quiet: bool = False
+
+    def validate(self) -> None:
+        from benchmarks.datasets import DATASETS
+        from benchmarks.measure import METERS
+
+        ALGORITHMS.get(self.algorithm)
+        ARCHITECTURES.get(self.arch)
+        DATASETS.get(self.dataset)
+        for name in self.measure:
+            METERS.get(name)
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size,
+                    "train_eval_limit": self.train_eval_limit}
+        positive.update({k: v for k, v in (("train_limit", self.train_limit), ("test_limit", self.test_limit),
+                                           ("patience", self.patience)) if v is not None})
+        for key, value in positive.items():
+            if not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.patience is not None and self.val_fraction == 0:
+            raise ConfigError("early stopping (patience) needs a validation split (val_fraction > 0)")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ConfigError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+
+    def resolve(self) -> "ExperimentConfig":
+        """A copy with every default of the architecture and algorithm filled in, validated."""
+        self.validate()
+        arch_args = dataclass_from_dict(ARCHITECTURES.get(self.arch).Args, self.arch_args, f"{self.arch} architecture")
+        hparams = dataclass_from_dict(ALGORITHMS.get(self.algorithm).HParams, self.hparams,
+                                      f"{self.algorithm} hyperparameter")
+        device = self.device
+        if device == "auto":
+            import torch
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return dataclasses.replace(self, arch_args=_plain(dataclasses.asdict(arch_args)),
+                                   hparams=_plain(dataclasses.asdict(hparams)), device=device,
+                                   measure=sorted(set(self.measure)))
+
+    def identity(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for key in LOCATION_FIELDS:
+            d.pop(key)
+        return d
+
+    def run_id(self) -> str:
+        """Readable prefix plus a hash of everything that defines the run (call on a resolved config)."""
+        digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:10]
+        return f"{self.algorithm}_{self.dataset}_{self.arch}_s{self.seed}_{digest}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ExperimentConfig":
+        return dataclass_from_dict(cls, values, "experiment config")
+
+
+def _plain(d: dict[str, Any]) -> dict[str, Any]:
+    """Tuples become lists so that a config read back from JSON compares and hashes the same."""
+    return json.loads(json.dumps(d))
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+        values = yaml.safe_load(text)
+    else:
+        values = json.loads(text)
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys to values")
+    return values
+
+
+def parse_assignments(items: list[str]) -> dict[str, Any]:
+    """``["lr=0.01", "widths=[100,100]"]`` -> ``{"lr": 0.01, "widths": [100, 100]}`` (values as JSON, else text)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"expected KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out

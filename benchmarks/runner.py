@@ -1,0 +1,221 @@
+"""Run one experiment: build data, trainer and meters from a config, train, write the run folder.
+
+The runner never branches on an algorithm's name: it only uses the trainer interface
+(``start_epoch``, ``update``, ``predict``, ``prediction_modes``, ``phase``). Finished runs are
+reused unless ``force`` is given; an unfinished folder is started again from scratch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from algorithms import ALGORITHMS
+from algorithms.base import Trainer
+
+from .config import ExperimentConfig
+from .datasets import Splits, load_dataset, prepare_splits
+from .environment import describe_environment
+from .measure import METERS, RunContext, synchronize
+from .runs import append_jsonl, is_done, mark_done, read_json, write_json
+
+CHECK_EVERY = 50  # steps between checks for a non-finite loss (each check waits for the device)
+
+
+class RunDiverged(RuntimeError):
+    """The loss became NaN or infinite; the run folder records it as diverged."""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    summary: dict[str, Any]
+    reused: bool
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@torch.no_grad()
+def accuracy(trainer: Trainer, x: torch.Tensor, y: torch.Tensor, mode: str, batch_size: int) -> float | None:
+    if len(y) == 0:
+        return None
+    correct = 0
+    for start in range(0, len(y), batch_size):
+        scores = trainer.predict(x[start:start + batch_size], mode)
+        correct += int((scores.argmax(1) == y[start:start + batch_size]).sum())
+    return 100.0 * correct / len(y)
+
+
+def evaluate(trainer: Trainer, splits: Splits, cfg: ExperimentConfig) -> dict[str, float | None]:
+    """Accuracy in % for every prediction mode on train (a bounded subset), val and test."""
+    trainer.train(False)  # no batch statistics are taken while predicting
+    n = cfg.train_eval_limit
+    parts = {"train": (splits.train_x[:n], splits.train_y[:n]), "val": (splits.val_x, splits.val_y),
+             "test": (splits.test_x, splits.test_y)}
+    out = {f"{split}_acc_{mode}": accuracy(trainer, x, y, mode, cfg.eval_batch_size)
+           for split, (x, y) in parts.items() for mode in trainer.prediction_modes}
+    trainer.train(True)
+    return out
+
+
+def run_experiment(config: ExperimentConfig, force: bool = False,
+                   on_epoch: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+    """Train one config and write its run folder; reuse a finished one unless ``force``.
+
+    ``on_epoch`` is called with each epoch's metrics row (a tuner reports to its pruner there); an
+    exception it raises ends the run, recorded as failed with that exception's name.
+    """
+    cfg = config.resolve()
+    run_dir = Path(cfg.results_dir) / cfg.run_id()
+    if is_done(run_dir) and not force:
+        return RunResult(run_dir, read_json(run_dir / "summary.json"), reused=True)
+
+    # Everything that can fail on bad input fails here, before anything is written.
+    device = torch.device(cfg.device)
+    raw = load_dataset(cfg.dataset, cfg.data_dirs)
+    splits = prepare_splits(raw, cfg.val_fraction, cfg.seed, device, cfg.train_limit, cfg.test_limit)
+    seed_everything(cfg.seed)
+    trainer = ALGORITHMS.get(cfg.algorithm)(splits.input_shape, splits.num_classes, cfg.arch,
+                                            cfg.arch_args, cfg.hparams).to(device)
+    meters = [METERS.get(name)() for name in cfg.measure]
+
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    write_json(run_dir / "config.json", cfg.to_dict())
+    write_json(run_dir / "environment.json", describe_environment(device))
+    write_json(run_dir / "measurement.json", {
+        "data": {"dataset": splits.name, "source": splits.source, "exact": raw.exact,
+                 "train": len(splits.train_y), "val": len(splits.val_y), "test": len(splits.test_y),
+                 "normalisation": "mean/std of the training split only"},
+        "accuracy": f"percent correct by argmax of predict(x, mode); train accuracy on the first "
+                    f"{cfg.train_eval_limit} training samples",
+        **{k: v for m in meters for k, v in m.describe().items()}})
+    try:
+        summary = _train(cfg, trainer, splits, meters, run_dir, device, on_epoch)
+    except BaseException as exc:  # record the failure, keep what was written, re-raise
+        if not isinstance(exc, RunDiverged):
+            write_json(run_dir / "summary.json", {"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        raise
+    return RunResult(run_dir, summary, reused=False)
+
+
+def _log(cfg: ExperimentConfig, message: str) -> None:
+    if not cfg.quiet:
+        tqdm.write(message, file=sys.stdout)
+
+
+def _train(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, meters: list, run_dir: Path,
+           device: torch.device, on_epoch) -> dict[str, Any]:
+    ctx = RunContext(trainer=trainer, device=device, run_dir=run_dir, config=cfg)
+    for meter in meters:
+        meter.start_run(ctx)
+    default_mode = trainer.prediction_modes[0]
+    selection_key = f"val_acc_{default_mode}" if len(splits.val_y) else None
+    generator = torch.Generator().manual_seed(cfg.seed)
+    n, bs = len(splits.train_y), cfg.batch_size
+    history, best, since_best = [], None, 0
+    started = time.perf_counter()
+    trainer.train(True)
+    for epoch in range(cfg.epochs):
+        trainer.start_epoch(epoch, cfg.epochs)
+        t0 = time.perf_counter()
+        perm = torch.randperm(n, generator=generator).to(device)
+        xs, ys = splits.train_x[perm], splits.train_y[perm]
+        synchronize(device)
+        data_time = time.perf_counter() - t0
+        for meter in meters:
+            meter.start_epoch(epoch)
+        sums: dict[str, torch.Tensor] = {}
+        steps = range(0, n, bs)
+        bar = tqdm(steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None if not cfg.quiet else True)
+        step_contexts = [m for m in meters if m.step_context() is not None]
+        for step, start in enumerate(bar):
+            if step_contexts:
+                with contextlib.ExitStack() as stack:
+                    for meter in step_contexts:
+                        stack.enter_context(meter.step_context())
+                    losses = trainer.update(xs[start:start + bs], ys[start:start + bs])
+            else:
+                losses = trainer.update(xs[start:start + bs], ys[start:start + bs])
+            for key, value in losses.items():
+                sums[key] = sums[key] + value if key in sums else value
+            for meter in meters:
+                meter.after_step()
+            if step % CHECK_EVERY == 0 and not torch.isfinite(losses["loss"]):
+                break
+        row: dict[str, Any] = {"epoch": epoch + 1, "phase": trainer.phase, "data_time_s": data_time}
+        for meter in meters:
+            row.update(meter.end_epoch(epoch))
+        row.update({key: float(value) / len(steps) for key, value in sums.items()})
+        if not math.isfinite(row["loss"]):
+            return _diverged(cfg, run_dir, row, history, meters)
+        t_eval = time.perf_counter()
+        row.update(evaluate(trainer, splits, cfg))
+        row["eval_time_s"] = time.perf_counter() - t_eval
+        append_jsonl(run_dir / "metrics.jsonl", row)
+        history.append(row)
+        _log(cfg, _epoch_line(cfg, row, default_mode))
+        if on_epoch is not None:
+            on_epoch(row)
+        if selection_key and (best is None or row[selection_key] > best[selection_key]):
+            best, since_best = row, 0
+        else:
+            since_best += 1
+        if cfg.patience and since_best >= cfg.patience:
+            _log(cfg, f"early stop: no better {selection_key} for {cfg.patience} epochs")
+            break
+    selected = best if best is not None else history[-1]
+    summary = {
+        "status": "completed",
+        "epochs_run": len(history),
+        "stopped_early": len(history) < cfg.epochs,
+        "prediction_modes": list(trainer.prediction_modes),
+        "default_mode": default_mode,
+        "selection": f"epoch with the best {selection_key}" if selection_key else "last epoch",
+        "selected_epoch": selected["epoch"],
+        "selected": selected,
+        "final": history[-1],
+        "test_acc": selected[f"test_acc_{default_mode}"],
+        "parameters": {mode: trainer.inference_parameters(mode) for mode in trainer.prediction_modes},
+        "wall_time_s": time.perf_counter() - started,
+        "measurements": {k: v for meter in meters for k, v in meter.end_run().items()},
+    }
+    write_json(run_dir / "summary.json", summary)
+    mark_done(run_dir)
+    return summary
+
+
+def _diverged(cfg, run_dir, row, history, meters) -> dict:
+    summary = {"status": "diverged", "diverged_epoch": row["epoch"], "epochs_run": len(history),
+               "last_losses": {k: v for k, v in row.items() if k.startswith("loss")},
+               "measurements": {k: v for meter in meters for k, v in meter.end_run().items()}}
+    write_json(run_dir / "summary.json", summary)
+    mark_done(run_dir)  # deterministic: running the same config again would diverge again
+    raise RunDiverged(f"{cfg.run_id()}: loss became non-finite in epoch {row['epoch']} "
+                      f"(hparams {cfg.hparams}); recorded in {run_dir}")
+
+
+def _epoch_line(cfg: ExperimentConfig, row: dict, mode: str) -> str:
+    def pct(key):
+        value = row.get(key)
+        return "  -  " if value is None else f"{value:5.2f}"
+    time_part = f" | {row['epoch_time_s']:.2f} s" if "epoch_time_s" in row else ""
+    return (f"{cfg.algorithm} epoch {row['epoch']:>3}/{cfg.epochs} [{row['phase']}] loss {row['loss']:.4f} | "
+            f"train {pct(f'train_acc_{mode}')} val {pct(f'val_acc_{mode}')} test {pct(f'test_acc_{mode}')} "
+            f"({mode}){time_part}")

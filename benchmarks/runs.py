@@ -1,0 +1,75 @@
+"""Run folders: one per experiment, named by the hash of its resolved config.
+
+    <results_dir>/<algorithm>_<dataset>_<arch>_s<seed>_<hash>/
+        config.json        the resolved config (every default filled in)
+        environment.json   git commit and dirty flag, Python/torch versions, device, CPU/GPU model
+        measurement.json   how each figure was measured (clock, memory counter, energy source)
+        metrics.jsonl      one JSON object per epoch, appended as the run goes
+        summary.json       status (completed / diverged / failed), final and best-epoch figures
+        done               written last, only for a finished run (completed or diverged)
+
+Every whole-file write is atomic (temporary file, then ``os.replace``); ``metrics.jsonl`` is only
+ever appended to. Tables and figures read these folders and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+DONE = "done"
+
+
+def write_json(path: Path, value: Any) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(value, f, indent=2, sort_keys=True, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def append_jsonl(path: Path, value: Any) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(value, sort_keys=True, default=str) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def is_done(run_dir: Path) -> bool:
+    return (Path(run_dir) / DONE).exists()
+
+
+def mark_done(run_dir: Path) -> None:
+    write_json(Path(run_dir) / DONE, {"done": True})
+
+
+def iter_runs(results_dir: str | Path, finished_only: bool = True) -> Iterator[Path]:
+    root = Path(results_dir)
+    if not root.is_dir():
+        return
+    for run_dir in sorted(p for p in root.iterdir() if (p / "config.json").exists()):
+        if not finished_only or is_done(run_dir):
+            yield run_dir
+
+
+def load_run(run_dir: Path) -> dict[str, Any]:
+    """A run folder as one dict: config, environment, measurement, summary and the epoch metrics."""
+    run_dir = Path(run_dir)
+    out = {"run_dir": str(run_dir), "epochs": read_jsonl(run_dir / "metrics.jsonl")}
+    for name in ("config", "environment", "measurement", "summary"):
+        path = run_dir / f"{name}.json"
+        out[name] = read_json(path) if path.exists() else {}
+    return out

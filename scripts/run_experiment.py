@@ -1,0 +1,108 @@
+#!/usr/bin/env python
+"""Run one algorithm on one dataset and architecture with one seed; write its run folder.
+
+    python scripts/run_experiment.py --algorithm mf --dataset fmnist --widths 1000,1000 --epochs 10
+    python scripts/run_experiment.py --config my_run.yaml --set hparams.lr=0.0005
+    python scripts/run_experiment.py --list            # what can be chosen
+
+Flags override the config file. Exit codes: 0 finished (or reused), 2 bad input or missing
+data (nothing written), 3 the run diverged (recorded in its folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from algorithms import ALGORITHMS, ARCHITECTURES, ConfigError, UnknownNameError
+from benchmarks.config import ExperimentConfig, load_config_file, parse_assignments
+from benchmarks.datasets import DATASETS, DatasetUnavailable
+from benchmarks.measure import METERS
+from benchmarks.runner import RunDiverged, run_experiment
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="JSON or YAML file of ExperimentConfig keys")
+    p.add_argument("--algorithm", "-a")
+    p.add_argument("--dataset", "-d")
+    p.add_argument("--arch")
+    p.add_argument("--widths", help="hidden widths, comma-separated (MLP), e.g. 1000,1000")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="learning rate (shortcut for --hp lr=...)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--val-fraction", type=float)
+    p.add_argument("--train-limit", type=int)
+    p.add_argument("--test-limit", type=int)
+    p.add_argument("--patience", type=int, help="early stopping patience in epochs (validation accuracy)")
+    p.add_argument("--device", help="auto, cpu or cuda[:N]")
+    p.add_argument("--measure", help="comma-separated meters, e.g. time,memory,energy")
+    p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE", help="algorithm hyperparameter")
+    p.add_argument("--arch-arg", action="append", default=[], metavar="KEY=VALUE", help="architecture argument")
+    p.add_argument("--data-dir", action="append", help="where datasets are looked for (repeatable; "
+                                                        "default: $BPFREE_DATA_DIR, data, ../shared/data, /usr/share/datasets)")
+    p.add_argument("--results-dir", help="parent of run folders (default results/runs)")
+    p.add_argument("--tag")
+    p.add_argument("--force", action="store_true", help="run again even if a finished run exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    p.add_argument("--list", action="store_true", help="list algorithms, architectures, datasets and meters")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    values = load_config_file(args.config) if args.config else {}
+    simple = {"algorithm": args.algorithm, "dataset": args.dataset, "arch": args.arch, "epochs": args.epochs,
+              "batch_size": args.batch_size, "seed": args.seed, "val_fraction": args.val_fraction,
+              "train_limit": args.train_limit, "test_limit": args.test_limit, "patience": args.patience,
+              "device": args.device, "results_dir": args.results_dir, "tag": args.tag,
+              "data_dirs": args.data_dir}
+    values.update({k: v for k, v in simple.items() if v is not None})
+    if args.quiet:
+        values["quiet"] = True
+    if args.measure:
+        values["measure"] = [m for m in args.measure.split(",") if m]
+    hparams = dict(values.get("hparams", {}), **parse_assignments(args.hp))
+    if args.lr is not None:
+        hparams["lr"] = args.lr
+    arch_args = dict(values.get("arch_args", {}), **parse_assignments(args.arch_arg))
+    if args.widths:
+        try:
+            arch_args["widths"] = [int(w) for w in args.widths.split(",")]
+        except ValueError:
+            raise ConfigError(f"--widths takes comma-separated integers, got {args.widths!r}") from None
+    values.update(hparams=hparams, arch_args=arch_args)
+    return ExperimentConfig.from_dict(values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list:
+        for title, registry in (("algorithms", ALGORITHMS), ("architectures", ARCHITECTURES),
+                                ("datasets", DATASETS), ("measurements", METERS)):
+            print(f"{title}: {', '.join(registry.names())}")
+        return 0
+    try:
+        result = run_experiment(config_from_args(args), force=args.force)
+    except (ConfigError, UnknownNameError, DatasetUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except RunDiverged as exc:
+        print(f"diverged: {exc}", file=sys.stderr)
+        return 3
+    summary = result.summary
+    if summary.get("status") == "diverged":
+        print(f"diverged: reused run {result.run_dir} diverged in epoch {summary['diverged_epoch']}", file=sys.stderr)
+        return 3
+    note = " (reused a finished run; --force runs it again)" if result.reused else ""
+    accs = {k.removeprefix("test_acc_"): round(v, 2) for k, v in summary["selected"].items()
+            if k.startswith("test_acc_") and v is not None}
+    print(f"{result.run_dir}{note}\ntest accuracy (%), epoch {summary['selected_epoch']} "
+          f"({summary['selection']}): {json.dumps(accs)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Image-folder datasets (``<split>/<class>/<image>``, from a folder or a zip), and CIFAR through
+torchvision when online.
+
+``cifar10-jpeg`` is the lossy JPEG copy in ../shared/data/cifar10-jpeg/: it keeps its own name in every
+result (never "cifar10"). Decoding 60000 JPEGs takes a while, so the decoded arrays are cached as one
+``.npz`` under data/cache/, keyed by the source file's size and modification time.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .base import DATASETS, DatasetUnavailable, RawDataset, cache_dir, find_file
+from .online import download_with_torchvision
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def _list_members(source: Path) -> list[tuple[str, str, str]]:
+    """(split, class, member name) of every image under ``source`` (a folder or a zip)."""
+    if source.is_dir():
+        names = [str(p.relative_to(source)) for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
+    else:
+        with zipfile.ZipFile(source) as zf:
+            names = [n for n in zf.namelist() if Path(n).suffix.lower() in IMAGE_SUFFIXES]
+    out = []
+    for name in sorted(names):
+        parts = Path(name).parts
+        if len(parts) >= 3 and parts[-3] in ("train", "test"):
+            out.append((parts[-3], parts[-2], name))
+    return out
+
+
+def read_image_folder(source: Path, classes: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Decode every image into uint8 (N, H, W, C) arrays per split, labels by class-folder order."""
+    from PIL import Image
+
+    members = _list_members(source)
+    if not members:
+        raise DatasetUnavailable(f"{source} holds no <split>/<class>/<image> files (split = train or test)")
+    classes = list(classes) if classes else sorted({c for _, c, _ in members})
+    label_of = {c: i for i, c in enumerate(classes)}
+    zf = zipfile.ZipFile(source) if source.is_file() else None
+    arrays: dict[str, list] = {"train_x": [], "train_y": [], "test_x": [], "test_y": []}
+    try:
+        for split, cls, name in members:
+            if cls not in label_of:
+                raise DatasetUnavailable(f"{source}: class folder {cls!r} is not one of {classes}")
+            raw = zf.read(name) if zf else (source / name).read_bytes()
+            arrays[f"{split}_x"].append(np.asarray(Image.open(io.BytesIO(raw)).convert("RGB")))
+            arrays[f"{split}_y"].append(label_of[cls])
+    finally:
+        if zf:
+            zf.close()
+    return {k: np.stack(v) if k.endswith("_x") else np.asarray(v, dtype=np.int64) for k, v in arrays.items()}
+
+
+def _cached_image_folder(source: Path, classes: Sequence[str]) -> dict[str, np.ndarray]:
+    stat = source.stat()
+    cache = cache_dir() / f"{source.stem}-{stat.st_size}-{int(stat.st_mtime)}.npz"
+    if cache.exists():
+        with np.load(cache) as f:
+            return dict(f)
+    arrays = read_image_folder(source, classes)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(cache)
+    return arrays
+
+
+def _images_to_tensor(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(x).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+
+
+def _raw_from_arrays(name, arrays, num_classes, source, exact) -> RawDataset:
+    return RawDataset(name, _images_to_tensor(arrays["train_x"]), torch.from_numpy(arrays["train_y"]),
+                      _images_to_tensor(arrays["test_x"]), torch.from_numpy(arrays["test_y"]),
+                      num_classes, source, exact)
+
+
+@DATASETS.register("cifar10-jpeg")
+def load_cifar10_jpeg(data_dirs: list[Path]) -> RawDataset:
+    candidates = ["cifar10-jpeg/cifar10-jpeg.zip", "cifar10-jpeg.zip", "cifar10-jpeg"]
+    source = find_file(data_dirs, candidates)
+    if source is None:
+        raise DatasetUnavailable(
+            f"dataset 'cifar10-jpeg' not found: looked for {', '.join(candidates)} in "
+            f"{', '.join(map(str, data_dirs))}; it is the lossy JPEG copy in ../shared/data/cifar10-jpeg/ "
+            f"(or any <split>/<class>/<image> folder or zip passed with --data-dir)")
+    arrays = _cached_image_folder(source, CIFAR10_CLASSES)
+    return _raw_from_arrays("cifar10-jpeg", arrays, 10, f"JPEG image folder {source} (lossy copy of CIFAR-10)",
+                            exact=False)
+
+
+def _torchvision_cifar(name: str, class_name: str, num_classes: int):
+    def load(data_dirs: list[Path]) -> RawDataset:
+        how = "go online for torchvision's download (no offline copy exists" + (
+            "; the lossy offline copy is the dataset 'cifar10-jpeg')" if name == "cifar10" else ")")
+        looked_for = f"torchvision's {class_name} files under {Path('data')}"
+        train, test = (download_with_torchvision(class_name, name, looked_for, how, train=t) for t in (True, False))
+        arrays = {"train_x": train.data, "train_y": np.asarray(train.targets, dtype=np.int64),
+                  "test_x": test.data, "test_y": np.asarray(test.targets, dtype=np.int64)}
+        return _raw_from_arrays(name, arrays, num_classes, f"torchvision {class_name} in data/", exact=True)
+
+    DATASETS.register(name)(load)
+    return load
+
+
+load_cifar10 = _torchvision_cifar("cifar10", "CIFAR10", 10)
+load_cifar100 = _torchvision_cifar("cifar100", "CIFAR100", 100)

@@ -120,6 +120,36 @@ def _log(cfg: ExperimentConfig, message: str) -> None:
         tqdm.write(message, file=sys.stdout)
 
 
+def train_epoch(trainer: Trainer, xs: torch.Tensor, ys: torch.Tensor, batch_size: int, meters: list = (),
+                on_step: Callable[[], Any] | None = None) -> dict[str, float]:
+    """One pass of ``trainer.update`` over already-shuffled tensors; the mean of each loss over the steps.
+
+    Losses are summed as tensors and read once at the end (reading one per step would synchronise
+    the GPU every step); a non-finite loss is looked for every CHECK_EVERY steps and ends the epoch.
+    """
+    sums: dict[str, torch.Tensor] = {}
+    steps = range(0, len(ys), batch_size)
+    step_contexts = [m for m in meters if m.step_context() is not None]
+    for step, start in enumerate(steps):
+        x, y = xs[start:start + batch_size], ys[start:start + batch_size]
+        if step_contexts:
+            with contextlib.ExitStack() as stack:
+                for meter in step_contexts:
+                    stack.enter_context(meter.step_context())
+                losses = trainer.update(x, y)
+        else:
+            losses = trainer.update(x, y)
+        for key, value in losses.items():
+            sums[key] = sums[key] + value if key in sums else value
+        for meter in meters:
+            meter.after_step()
+        if on_step is not None:
+            on_step()
+        if step % CHECK_EVERY == 0 and not torch.isfinite(losses["loss"]):
+            break
+    return {key: float(value) / len(steps) for key, value in sums.items()}
+
+
 def _train(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, meters: list, run_dir: Path,
            device: torch.device, on_epoch) -> dict[str, Any]:
     ctx = RunContext(trainer=trainer, device=device, run_dir=run_dir, config=cfg)
@@ -141,28 +171,14 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, meters: list
         data_time = time.perf_counter() - t0
         for meter in meters:
             meter.start_epoch(epoch)
-        sums: dict[str, torch.Tensor] = {}
-        steps = range(0, n, bs)
-        bar = tqdm(steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None if not cfg.quiet else True)
-        step_contexts = [m for m in meters if m.step_context() is not None]
-        for step, start in enumerate(bar):
-            if step_contexts:
-                with contextlib.ExitStack() as stack:
-                    for meter in step_contexts:
-                        stack.enter_context(meter.step_context())
-                    losses = trainer.update(xs[start:start + bs], ys[start:start + bs])
-            else:
-                losses = trainer.update(xs[start:start + bs], ys[start:start + bs])
-            for key, value in losses.items():
-                sums[key] = sums[key] + value if key in sums else value
-            for meter in meters:
-                meter.after_step()
-            if step % CHECK_EVERY == 0 and not torch.isfinite(losses["loss"]):
-                break
+        bar = tqdm(desc=f"epoch {epoch + 1}/{cfg.epochs}", total=-(-n // bs), leave=False,
+                   disable=None if not cfg.quiet else True)
+        mean_losses = train_epoch(trainer, xs, ys, bs, meters, on_step=bar.update)
+        bar.close()
         row: dict[str, Any] = {"epoch": epoch + 1, "phase": trainer.phase, "data_time_s": data_time}
         for meter in meters:
             row.update(meter.end_epoch(epoch))
-        row.update({key: float(value) / len(steps) for key, value in sums.items()})
+        row.update(mean_losses)
         if not math.isfinite(row["loss"]):
             return _diverged(cfg, run_dir, row, history, meters)
         t_eval = time.perf_counter()

@@ -10,5 +10,7 @@ from __future__ import annotations
 
 from .base import METERS, Meter, RunContext, synchronize
 from . import timing  # noqa: F401  (registers "time")
+from . import memory  # noqa: F401  (registers "cpu-memory", "cuda-memory", "cuda-memory-history", "memory")
+from . import energy  # noqa: F401  (registers "energy")
 
 __all__ = ["METERS", "Meter", "RunContext", "synchronize"]

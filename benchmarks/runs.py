@@ -25,6 +25,7 @@ DONE = "done"
 
 def write_json(path: Path, value: Any) -> None:
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as f:
         json.dump(value, f, indent=2, sort_keys=True, default=str)

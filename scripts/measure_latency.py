@@ -1,0 +1,90 @@
+#!/usr/bin/env python
+"""Measure Table 4: prediction time of FF, one-pass FF, BP and MF (both modes) on the 2x1000 MLP.
+
+    python scripts/measure_latency.py --profile quick      # ~1 minute on 2 CPU cores
+    python scripts/measure_latency.py --profile paper      # 100 timed calls per cell, as the paper
+
+Times one image and a batch of 10000 test images per prediction mode (median of many calls, warm-up
+excluded, device synchronised; see benchmarks/latency.py) and writes
+results/latency/table4_<device>.json; `make plots` turns it, with the accuracies of the training
+runs, into results/tables/table4.md. Exit codes: 0 done, 2 bad input or missing data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+from algorithms import ALGORITHMS, ConfigError
+from benchmarks.datasets import DatasetUnavailable, load_dataset, prepare_splits
+from benchmarks.environment import describe_environment
+from benchmarks.latency import latency_rows
+from benchmarks.runs import write_json
+
+# profile -> (timed calls for one image, timed calls for the batch, warm-up calls)
+PROFILES = {"quick": (100, 5, 2),   # the batch of 10000 with FF's 10 passes takes ~7 s per call on 2 CPU cores
+            "paper": (100, 100, 10)}  # the paper: mean of 100 runs
+BATCH = 10000  # the paper's batch
+WIDTHS = [1000, 1000]
+
+
+def device_slug(env: dict) -> str:
+    name = env["gpu_model"] or f"cpu-{env['cpu_model']}"
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:60]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--profile", default="quick", choices=sorted(PROFILES))
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--out", default="results/latency", help="folder for the measurement file")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else ("cpu" if args.device == "auto" else args.device))
+    try:
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device {device} asked for, but no CUDA device is available here")
+        raw = load_dataset(args.dataset)
+        # a small training part is enough: it only sets the normalisation of the timed test images
+        splits = prepare_splits(raw, 0.0, 0, device, train_limit=1000, test_limit=BATCH)
+        trainers = {alg: ALGORITHMS.get(alg)(splits.input_shape, splits.num_classes, "mlp", {"widths": WIDTHS}, {})
+                    .to(device) for alg in ("ff", "bp", "mf")}
+    except (ConfigError, DatasetUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if len(splits.test_y) < BATCH:
+        print(f"note: {args.dataset} has {len(splits.test_y)} test images; the batch is that size", file=sys.stderr)
+    reps_single, reps_batch, warmup = PROFILES[args.profile]
+    torch.manual_seed(0)
+    rows = latency_rows(trainers, splits.test_x[:1], splits.test_x[:BATCH], reps_single, reps_batch, warmup)
+    env = describe_environment(device)
+    record = {"table": "table4", "profile": args.profile, "dataset": args.dataset, "arch": "mlp",
+              "widths": WIDTHS, "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "environment": env, "rows": rows,
+              "method": "time.perf_counter around trainer.predict(x, mode), device synchronised before and after "
+                        "each call, eval mode and no_grad, warm-up calls untimed; figure = median of the timed calls; "
+                        "freshly initialised trainers (dense timing does not depend on weight values)"}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"table4_{device_slug(env)}.json"
+    write_json(path, record)
+    print(f"{'row':<14} {'params':>9} {'1 image (ms)':>13} {'batch (ms)':>11}   [{env['gpu_model'] or env['cpu_model']}, "
+          f"{env['cpu_threads']} threads]")
+    for r in rows:
+        print(f"{r['row']:<14} {r['parameters']:>9} {r['single']['median_ms']:>13.3f} {r['batch']['median_ms']:>11.2f}")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

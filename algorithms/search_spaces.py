@@ -1,0 +1,90 @@
+"""Hyperparameter search spaces for tuning, one per algorithm, declared beside the algorithms.
+
+A search space is a function ``space(trial, base) -> overrides``: it asks an Optuna trial (any
+object with ``suggest_float`` / ``suggest_categorical``, e.g. ``optuna.trial.FixedTrial``) for
+values and returns ExperimentConfig overrides, ``{"batch_size": 64, "hparams": {"lr": 0.003, ...}}``.
+``base`` is the config being tuned (a mapping with ``arch``, ``arch_args``, ``epochs``, ...), so that a
+space can depend on the architecture. ``hparams`` are merged over the base config's hparams by
+``benchmarks.tuning``; nothing here imports Optuna or the benchmarks.
+
+Register a space with ``@SEARCH_SPACES.register("name")``, or give the trainer class a
+``search_space(trial, base)`` staticmethod (it wins over the registry). An algorithm with neither
+(e.g. a new one) is tuned over :func:`common_space` only, and the tuner says so.
+
+What is *not* searched: the number of epochs and the early-stopping patience. The objective is the
+validation accuracy of the best epoch, which can only grow with more epochs or more patience, so a
+search would always pick the largest values; they are the study's budget instead (the tuner's
+``--epochs`` / ``--patience``), the same for every algorithm.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+from .registry import ALGORITHMS, Registry
+
+SearchSpace = Callable[[Any, Mapping[str, Any]], dict[str, Any]]
+SEARCH_SPACES: Registry[SearchSpace] = Registry("search space")
+
+BATCH_SIZES = [32, 64, 128, 256]  # around the paper's 64; larger ones are faster per epoch
+LR_RANGE = (1e-5, 1e-2)  # Adam: 1e-3 is the paper's setting, two decades either side
+
+
+def common_space(trial, base: Mapping[str, Any]) -> dict[str, Any]:
+    """Learning rate (log scale) and mini-batch size: what every trainer has."""
+    return {"batch_size": trial.suggest_categorical("batch_size", BATCH_SIZES),
+            "hparams": {"lr": trial.suggest_float("lr", *LR_RANGE, log=True)}}
+
+
+@SEARCH_SPACES.register("bp")
+@SEARCH_SPACES.register("fa")
+@SEARCH_SPACES.register("dfa")
+def _bp_like(trial, base):
+    return common_space(trial, base)
+
+
+@SEARCH_SPACES.register("ff")
+def _ff(trial, base):
+    return {"batch_size": trial.suggest_categorical("batch_size", BATCH_SIZES),
+            "hparams": {
+                # FF's local losses want larger steps than BP (its default lr is 1e-2)
+                "lr": trial.suggest_float("lr", 1e-4, 1e-1, log=True),
+                # goodness is a mean of squares of unit-length inputs' activations: ~1e-3 fresh, so
+                # thresholds well below Hinton's 2.0 (see algorithms/ff.py)
+                "threshold": trial.suggest_float("threshold", 0.005, 2.0, log=True),
+                "label_value": trial.suggest_float("label_value", 0.25, 4.0, log=True),
+            }}
+
+
+@SEARCH_SPACES.register("mf")
+def _mf(trial, base):
+    out = common_space(trial, base)
+    # the sequential schedule needs at least one epoch per layer; offer it only where it can run
+    depth = network_depth(base)
+    schedules = ["simultaneous", "sequential"] if depth is None or base.get("epochs", 1) >= depth \
+        else ["simultaneous"]
+    out["hparams"]["schedule"] = trial.suggest_categorical("schedule", schedules)
+    if base.get("arch", "mlp") != "mlp":  # conv blocks only: how feature maps reach M_i
+        out["hparams"]["readout"] = trial.suggest_categorical("readout", ["flatten", "gap"])
+    return out
+
+
+def network_depth(base: Mapping[str, Any]) -> int | None:
+    """Number of hidden blocks when the architecture arguments say it (MLP widths), else None."""
+    args = dict(base.get("arch_args") or {})
+    if base.get("arch", "mlp") == "mlp":
+        return len(args.get("widths", (1000, 1000)))  # MLPArgs' default: 2x1000
+    for key in ("widths", "channels"):
+        if key in args:
+            return len(args[key])
+    return None
+
+
+def search_space(algorithm: str) -> tuple[SearchSpace, str]:
+    """The search space of ``algorithm`` and where it was declared (for the tuner's log)."""
+    trainer = ALGORITHMS.get(algorithm)  # fails with the list of valid names
+    if callable(getattr(trainer, "search_space", None)):
+        return trainer.search_space, f"{trainer.__name__}.search_space"
+    if algorithm in SEARCH_SPACES:
+        return SEARCH_SPACES.get(algorithm), f"algorithms/search_spaces.py ({algorithm})"
+    return common_space, "common space only (lr, batch size): no search space declared for this algorithm"

@@ -1,0 +1,78 @@
+#!/usr/bin/env python
+"""Tune one algorithm on one dataset and architecture with Optuna (TPE, median pruning, early stopping).
+
+    python scripts/tune.py -a mf -d fmnist --widths 1000,1000 --epochs 20 --patience 5 --trials 30
+    python scripts/tune.py -a mf -d fmnist --widths 1000,1000 --epochs 20 --patience 5 --trials 30   # resumes
+    python scripts/tune.py ... --storage postgresql://user@host/db --worker-id 1   # one of many workers
+
+Every flag of scripts/run_experiment.py sets the base config (epochs and patience are the budget of
+each trial; the algorithm's search space, algorithms/search_spaces.py, sets the rest). The objective
+is the best epoch's validation accuracy. Writes results/studies/<study>.log (the study), <study>/runs/
+(one run folder per trial), <study>.csv (all trials), <study>.best.json, and the best settings into
+the params file under "<algorithm>/<dataset>/<label>". Watch a study live:
+optuna-dashboard results/studies/<study>.log
+
+Exit codes: 0 done, 2 bad input or missing data, 4 the study exists with another base config.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from run_experiment import build_parser as experiment_parser, config_from_args  # scripts/ is on sys.path
+
+from algorithms import ConfigError, UnknownNameError
+from benchmarks.datasets import DatasetUnavailable
+from benchmarks.tuning import HEARTBEAT_INTERVAL, PARAMS_FILE, STUDIES_DIR, TuningError, tune
+
+
+def build_parser():
+    p = experiment_parser()
+    p.description = __doc__.split("\n\n")[0]
+    p.epilog = __doc__.split("\n\n", 1)[1]
+    t = p.add_argument_group("tuning")
+    t.add_argument("--trials", type=int, required=False,
+                   help="total finished (complete or pruned) trials of the study, across resumes and workers")
+    t.add_argument("--study", help="study name (default <algorithm>_<dataset>_<label>[_<tag>])")
+    t.add_argument("--label", help="architecture label in the params-file key (default e.g. 2x1000)")
+    t.add_argument("--storage", help="journal file *.log (default results/studies/<study>.log) or a "
+                                     "database URL, e.g. postgresql://user@host:5432/db")
+    t.add_argument("--studies-dir", default=STUDIES_DIR, help=f"where studies, runs and CSVs go ({STUDIES_DIR})")
+    t.add_argument("--params-file", default=PARAMS_FILE, help=f"JSON file of best settings ({PARAMS_FILE}); "
+                                                               "'none' writes none")
+    t.add_argument("--tune-seed", type=int, default=0, help="seed of the TPE sampler (the run seed is --seed)")
+    t.add_argument("--worker-id", type=int, default=0,
+                   help="give each of several parallel workers its own id (their samplers differ)")
+    t.add_argument("--pruner", default="median", choices=["median", "none"])
+    t.add_argument("--heartbeat", type=int, default=HEARTBEAT_INTERVAL,
+                   help="seconds between heartbeats of a running trial; a trial silent for 3x this is failed")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list:
+        from run_experiment import main as experiment_main
+        return experiment_main(["--list"])
+    if args.trials is None:
+        parser.error("--trials N is required")
+    if args.force:
+        parser.error("--force does not apply to tuning (finished trial runs are reused)")
+    try:
+        outcome = tune(config_from_args(args), args.trials, study_name=args.study, storage=args.storage,
+                       studies_dir=args.studies_dir, label=args.label, seed=args.tune_seed,
+                       worker_id=args.worker_id, pruner=args.pruner,
+                       params_file=None if args.params_file == "none" else args.params_file,
+                       heartbeat_interval=args.heartbeat)
+    except (ConfigError, UnknownNameError, DatasetUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except TuningError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 4
+    return 0 if outcome is not None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -134,8 +134,8 @@ def codecarbon_settings(run_dir: Path, project: str, gpu_ids: list[int] | None) 
     return dict(project_name=project, experiment_name="bpfree-bench",
                 country_iso_code=os.environ.get("BPFREE_CO2_COUNTRY", DEFAULT_COUNTRY),
                 output_dir=str(run_dir), output_file=CODECARBON_FILE, on_csv_write="append",
-                save_to_file=True, save_to_api=False, save_to_logger=False, save_to_prometheus=False,
-                save_to_logfire=False, measure_power_secs=CODECARBON_POWER_S, tracking_mode="process",
+                output_methods=["csv"],  # the CSV file only: no API, logger, Prometheus or Logfire
+                measure_power_secs=CODECARBON_POWER_S, tracking_mode="process",
                 log_level="error", gpu_ids=gpu_ids, pue=1.0,
                 allow_multiple_runs=True)  # parallel local jobs would otherwise refuse each other's lock file
 
@@ -167,7 +167,14 @@ class CodeCarbonEnergy:
 
         logging.getLogger("codecarbon").setLevel(logging.ERROR)  # its log_level applies only after init logs
         self.settings = codecarbon_settings(run_dir, project, gpu_ids)
-        self.tracker = OfflineEmissionsTracker(**self.settings)
+        kwargs = dict(self.settings)
+        try:
+            from codecarbon.output_methods.base_output import OutputMethod
+            kwargs["output_methods"] = [OutputMethod(m) for m in kwargs["output_methods"]]
+        except ImportError:  # CodeCarbon before output_methods: the older flags mean the same
+            kwargs.pop("output_methods")
+            kwargs.update(save_to_file=True, save_to_api=False, save_to_logger=False, save_to_prometheus=False)
+        self.tracker = OfflineEmissionsTracker(**kwargs)
         self.tracker.start()
 
     def stop(self) -> dict[str, Any]:

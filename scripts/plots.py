@@ -74,12 +74,16 @@ def fig3(runs, out) -> list[str]:
         notes += [str(p) for p in figures.save(figures.depth_figure(data, ref, title), out / "figures", name)]
         for alg, d in data["algorithms"].items():
             slope = d["slope_mb_per_layer"]
-            lines.append({"arch": arch, "algorithm": alg, "depths": " ".join(map(str, d["depths"])),
+            lines.append({"arch": arch, "algorithm": alg, "dataset": mine[0]["config"]["dataset"],
+                          "batch": "/".join(map(str, bs)), "depths": " ".join(map(str, d["depths"])),
                           "slope_mb_per_layer": slope, "paper_slope_mb_per_layer": ref.get(alg),
                           "method": data["method"], "runs": profile})
-    md = ("**Figure 3 slopes: peak training memory per added layer (MB = 10^6 bytes)**\n\n"
-          "| arch | algorithm | depths | slope (MB/layer) | paper (MB/layer) | measured as |\n|---|---|---|---|---|---|\n"
-          + "".join(f"| {r['arch']} | {figures.ALGO_LABEL.get(r['algorithm'], r['algorithm'])} | {r['depths']} | "
+    md = ("**Figure 3 slopes: peak training memory per added layer (MB = 10^6 bytes; "
+          "paper: MNIST, full batch of 60000, GPU)**\n\n"
+          "| arch | dataset | batch | algorithm | depths | slope (MB/layer) | paper (MB/layer) | measured as |\n"
+          "|---|---|---|---|---|---|---|---|\n"
+          + "".join(f"| {r['arch']} | {r['dataset']} | {r['batch']} | "
+                    f"{figures.ALGO_LABEL.get(r['algorithm'], r['algorithm'])} | {r['depths']} | "
                     f"{cost_tables._fmt(r['slope_mb_per_layer'], None, 1)} | "
                     f"{cost_tables._fmt(r['paper_slope_mb_per_layer'], None, 2)} | {r['method']} ({r['runs']}) |\n"
                     for r in lines))

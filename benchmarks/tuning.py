@@ -80,6 +80,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts towards the t
 HEARTBEAT_INTERVAL = 60  # seconds between a running trial's heartbeats
 MAX_RETRY = 2  # a trial whose worker died is queued again at most this often (a trial that always
 #                kills its worker, e.g. out of memory, must not loop forever)
+SCHEMA_ATTEMPTS = 4  # tries to open a database whose tables another worker may be creating
 PRUNER_STARTUP_TRIALS = 5  # the median pruner needs a few finished trials before it compares
 
 
@@ -174,11 +175,32 @@ def make_storage(storage: str | None, study_name: str, studies_dir: str | Path =
     params = inspect.signature(RDBStorage).parameters
     kwargs["heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params
            else "failed_trial_callback"] = retry
-    try:
-        return RDBStorage(storage, **kwargs)
-    except Exception as exc:  # bad URL, server down, driver missing: one line for the user
-        raise ConfigError(f"cannot open storage {redact(storage)}: {type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(database_url(storage), **kwargs)
+        except Exception as exc:  # bad URL, server down, driver missing: one line for the user
+            # Workers that meet an empty database at the same moment all create Optuna's tables; the
+            # losers fail with a duplicate-key error and succeed on a retry, once the tables exist.
+            racing = type(exc).__name__ in ("IntegrityError", "ProgrammingError")
+            if racing and attempt + 1 < SCHEMA_ATTEMPTS:
+                time.sleep(1.0 + attempt)
+                continue
+            raise ConfigError(f"cannot open storage {redact(storage)}: {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+
+
+def database_url(url: str) -> str:
+    """``postgresql://`` with the PostgreSQL driver that is installed: SQLAlchemy 2.1 means psycopg 3
+    by it, the ``tune`` extra installs psycopg2 (``postgresql+psycopg2://``)."""
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("postgresql", "postgres"):
+        return url
+    import importlib.util
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+        return f"postgresql+psycopg2://{rest}"
+    return f"postgresql://{rest}"
 
 
 def redact(url: str) -> str:

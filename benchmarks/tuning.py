@@ -5,6 +5,8 @@
 
 * **Search space**: declared beside each algorithm (:mod:`algorithms.search_spaces`); sampled by a
   seeded TPE sampler. Epochs and patience are the study's budget, not searched (see there why).
+* **Start**: a new study's first trial runs the base config's own settings (the algorithm's
+  defaults unless overridden), so that tuning never ends below them on validation.
 * **Objective**: the validation accuracy (%) of the best epoch in the default prediction mode; the
   test split is never looked at for selection. Early stopping on validation accuracy is the
   runner's (``patience``). Each epoch's validation accuracy is reported to the trial through the
@@ -220,6 +222,56 @@ def trial_config(trial, base: ExperimentConfig) -> ExperimentConfig:
     return dataclasses.replace(base, hparams=hparams, **overrides)
 
 
+class _Recorder:
+    """A stand-in trial that records each parameter's distribution and returns a marker, so that
+    :func:`default_params` can see which config field a parameter lands in."""
+
+    def __init__(self):
+        self.dists: dict[str, tuple] = {}
+
+    def suggest_categorical(self, name, choices):
+        self.dists[name] = ("categorical", list(choices))
+        return _Marker(name)
+
+    def suggest_float(self, name, low, high, *, step=None, log=False):
+        self.dists[name] = ("range", low, high)
+        return _Marker(name)
+
+    def suggest_int(self, name, low, high, *, step=1, log=False):
+        self.dists[name] = ("range", low, high)
+        return _Marker(name)
+
+
+@dataclass(frozen=True)
+class _Marker:
+    name: str
+
+
+def default_params(base: ExperimentConfig) -> dict[str, Any]:
+    """The base config's own values of the searched parameters (those inside the search space).
+
+    Enqueued as a new study's first trial, so that the tuned result is never worse on validation
+    than the defaults the algorithm ships with, whatever the budget."""
+    space, _ = search_space(base.algorithm)
+    recorder = _Recorder()
+    try:
+        overrides = space(recorder, base.to_dict())
+    except Exception:  # a space that computes with its values: no default trial, the sampler starts
+        return {}
+    resolved = base.resolve()
+    fields = [(k, v, getattr(resolved, k)) for k, v in overrides.items() if k != "hparams"]
+    fields += [(k, v, resolved.hparams.get(k)) for k, v in overrides.get("hparams", {}).items()]
+    out = {}
+    for _, marker, value in fields:
+        if not isinstance(marker, _Marker) or value is None:
+            continue
+        kind, *spec = recorder.dists[marker.name]
+        inside = value in spec[0] if kind == "categorical" else spec[0] <= value <= spec[1]
+        if inside:
+            out[marker.name] = value
+    return out
+
+
 def _flat_attrs(prefix: str, value: Any) -> dict[str, Any]:
     """Nested measurement dicts become ``a.b`` keys so that the CSV gets one column each."""
     if isinstance(value, dict):
@@ -359,7 +411,10 @@ def tune(base: ExperimentConfig, trials: int, *, study_name: str | None = None, 
         probe = optuna.create_study(study_name=study_name, storage=store, direction="maximize",
                                     load_if_exists=True)
         existing = probe.get_trials(deepcopy=False)
+        # random start-up trials: a third of the budget, at most Optuna's default 10 (with its
+        # default a budget of 10 or fewer trials would be a random search)
         sampler = optuna.samplers.TPESampler(seed=sampler_seed(seed, worker_id, len(existing)),
+                                             n_startup_trials=max(2, min(10, trials // 3)),
                                              multivariate=True, constant_liar=True)
         study = optuna.load_study(study_name=study_name, storage=store, sampler=sampler,
                                   pruner=make_pruner(pruner, base.epochs))
@@ -371,6 +426,9 @@ def tune(base: ExperimentConfig, trials: int, *, study_name: str | None = None, 
         changed = sorted(k for k in set(recorded) | set(identity) if recorded.get(k) != identity.get(k))
         raise TuningError(f"study {study_name!r} was created for a different base config (differs in "
                           f"{', '.join(changed)}); use another --study name or the original settings")
+
+    if not existing:  # a new study starts from the algorithm's defaults
+        study.enqueue_trial(default_params(base), user_attrs={"origin": "defaults"}, skip_if_exists=True)
 
     done = sum(t.state in FINISHED for t in existing)
     where = redact(storage) if storage else str(studies_dir / f"{study_name}.log")

@@ -22,8 +22,8 @@ import pytest
 from algorithms import ALGORITHMS
 from algorithms.search_spaces import common_space, search_space
 from benchmarks.config import ExperimentConfig
-from benchmarks.tuning import (HeartbeatJournalStorage, TuningError, arch_label, database_url, load_params_file,
-                               make_storage, trial_config, tune)
+from benchmarks.tuning import (HeartbeatJournalStorage, TuningError, arch_label, database_url, default_params,
+                               load_params_file, make_storage, trial_config, tune)
 
 REPO = Path(__file__).resolve().parents[1]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -79,6 +79,13 @@ def test_algorithm_knobs_are_searched():
     assert space is not common_space and "mf" in origin
 
 
+def test_default_params_are_the_configs_own_values():
+    assert default_params(base_config(algorithm="ff")) == {"batch_size": 64, "lr": 0.01, "threshold": 0.05,
+                                                            "label_value": 1.0}
+    # values outside the space are left to the sampler
+    assert default_params(base_config(algorithm="bp", batch_size=100, hparams={"lr": 0.5})) == {}
+
+
 def test_arch_label():
     assert arch_label(base_config(arch_args={"widths": [1000, 1000]})) == "2x1000"
     assert arch_label(base_config(arch_args={"widths": [784, 500]})) == "784-500"
@@ -91,6 +98,9 @@ def test_tune_writes_runs_csv_and_params_file_and_resumes(tmp_path):
     first = tune(base, 2, studies_dir=studies, params_file=params, pruner="none", log=quiet_log)
     before = [(t.number, t.params, t.value, t.datetime_start) for t in first.study.trials]
     assert len(before) == 2 and first.counts == {"complete": 2}
+    # the first trial runs the algorithm's defaults (MF: Adam 1e-3, batch 64, simultaneous)
+    assert before[0][1] == {"batch_size": 64, "lr": 1e-3, "schedule": "simultaneous"}
+    assert first.study.trials[0].user_attrs["origin"] == "defaults"
     # every trial is a run folder, with its measurements as user attributes
     for t in first.study.trials:
         run_dir = Path(t.user_attrs["run_dir"])

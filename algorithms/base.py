@@ -100,6 +100,10 @@ class Trainer(nn.Module):
     def start_epoch(self, epoch: int, num_epochs: int) -> None:
         """Called before each epoch (0-based); schedules override it."""
 
+    def end_epoch(self) -> None:
+        """Called after an epoch's last update, still inside the epoch's measurements; work that
+        needs the whole epoch's data (CaFo's closed-form predictors) is done here."""
+
     def update(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 

@@ -147,6 +147,7 @@ def train_epoch(trainer: Trainer, xs: torch.Tensor, ys: torch.Tensor, batch_size
             on_step()
         if step % CHECK_EVERY == 0 and not torch.isfinite(losses["loss"]):
             break
+    trainer.end_epoch()  # inside the epoch's timed region: e.g. CaFo's closed-form predictor solve
     return {key: float(value) / len(steps) for key, value in sums.items()}
 
 

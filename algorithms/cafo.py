@@ -88,6 +88,8 @@ class CaFoCNN:
             blocks.append(nn.Sequential(layers.conv2d(c_in, c_out, 3, padding=1), nn.ReLU(),
                                         nn.MaxPool2d(2), nn.BatchNorm2d(c_out)))
             c_in = c_out
+        for block in blocks:  # build_network's dry run (one zero image) must neither fail on a 1x1 map nor
+            block.eval()      # move BatchNorm's running statistics; trainers switch to train mode themselves
         return blocks
 
 
@@ -150,6 +152,7 @@ class CascadedForward(Trainer):
         self.predictor_optimizer = make_optimizer(self.predictors.parameters(), pred_hp)
         self.phase = "predictors"
         self._reset_sums()
+        self.train(True)  # cafo-cnn's blocks come in eval mode (see CaFoCNN.blocks)
 
     # -- schedule ---------------------------------------------------------------------------------
     def start_epoch(self, epoch: int, num_epochs: int) -> None:
@@ -263,7 +266,9 @@ class CascadedForward(Trainer):
 
     @staticmethod
     def search_space(trial, base) -> dict:
-        """Optuna search space (see algorithms/search_spaces.py): lr, batch size, predictor loss, ridge."""
+        """Optuna search space (see algorithms/search_spaces.py): lr, batch size, predictor loss, and
+        the ridge of the closed form when the loss is mse. cafo-dfa's block_epochs stays at its
+        default (half the run's epochs), as the number of epochs is the study's budget."""
         from .search_spaces import BATCH_SIZES, LR_RANGE
 
         hp = {"lr": trial.suggest_float("lr", *LR_RANGE, log=True),
@@ -357,15 +362,4 @@ class CaFoDFA(CascadedForward):
         self.block_optimizer.step()
         if self.hp.dfa_error == "predictors":
             self.predictor_optimizer.step()  # mse too moves by its gradient here: the closed form needs fixed blocks
-        return out
-
-    def inference_parameters(self, mode: str | None = None) -> int:
-        return super().inference_parameters(mode)  # the temporary DFA head is not used to predict
-
-    @staticmethod
-    def search_space(trial, base) -> dict:
-        out = CascadedForward.search_space(trial, base)
-        epochs = int(base.get("epochs", 2))
-        if epochs >= 3:  # at least one epoch for each phase
-            out["hparams"]["block_epochs"] = trial.suggest_int("block_epochs", 1, epochs - 1)
         return out

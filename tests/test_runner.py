@@ -68,7 +68,7 @@ def cli(*args, cwd=ROOT):
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["-a", "mff"], "unknown algorithm 'mff'; choose one of: bp, dfa, fa, ff, mf"),
+    (["-a", "mff"], "unknown algorithm 'mff'; choose one of: bp, cafo-dfa, cafo-rand, dfa, fa, ff, mf"),
     (["-d", "mnits"], "unknown dataset 'mnits'"),
     (["--arch", "resnet"], "unknown architecture 'resnet'"),
     (["--lr", "-1"], "lr must be > 0"),

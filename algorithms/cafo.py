@@ -121,7 +121,9 @@ def sparsemax_loss(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 @dataclass
 class CaFoHParams(TrainerHParams):
     loss: str = "ce"  # predictor loss: ce and sl by gradient steps, mse in closed form
-    ridge: float = 1e-3  # closed-form mse: ridge on the per-sample Gram matrix (BatchNorm'd features have power ~1)
+    # closed-form mse: ridge on the mean Gram matrix (BatchNorm'd features have power ~1); on a 2700-image
+    # MNIST subset validation accuracy was 95.9/96.5/96.9/96.3% for 1e-3/1e-2/1e-1/1: more data wants less
+    ridge: float = 1e-2
     predictor_lr: float | None = None  # learning rate of the predictors (ce, sl); None: lr
     block_epochs: int | None = None  # cafo-dfa: epochs of DFA block training; None: half the run's epochs
     dfa_error: str = "predictors"  # cafo-dfa: whose output error the blocks receive (see the module docstring)
@@ -160,8 +162,9 @@ class CascadedForward(Trainer):
         self._reset_sums()  # the closed form is the solution over this epoch's training data
 
     def end_epoch(self) -> None:
-        """After an epoch's last step: the closed-form predictors are solved here."""
+        """After an epoch's last step: the closed-form predictors are solved here, and the sums freed."""
         self._solve_pending()
+        self._reset_sums()
 
     # -- predictors -------------------------------------------------------------------------------
     def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -215,9 +218,11 @@ class CascadedForward(Trainer):
         target = F.one_hot(y, self.num_classes).double()
         for i, f in enumerate(feats):
             a = with_bias(f.detach().flatten(1).double())
-            gram, cross = a.T @ a, a.T @ target
-            self._gram[i] = gram if self._gram[i] is None else self._gram[i] + gram
-            self._cross[i] = cross if self._cross[i] is None else self._cross[i] + cross
+            if self._gram[i] is None:
+                self._gram[i], self._cross[i] = a.T @ a, a.T @ target
+            else:  # in place: the Gram matrix of a 32x32 image's first block is 8193^2 float64 (0.5 GB)
+                self._gram[i].addmm_(a.T, a)
+                self._cross[i].addmm_(a.T, target)
         self._count += len(y)
         self._pending = True
 
@@ -226,7 +231,7 @@ class CascadedForward(Trainer):
         if not self._pending:
             return
         for predictor, gram, cross in zip(self.predictors, self._gram, self._cross):
-            w = ridge_solve(gram / self._count, cross / self._count, self.hp.ridge)
+            w = ridge_solve(gram, cross, self._count, self.hp.ridge)
             predictor.weight.copy_(w[:-1].T.to(predictor.weight.dtype))
             predictor.bias.copy_(w[-1].to(predictor.bias.dtype))
         self._pending = False
@@ -282,13 +287,14 @@ def with_bias(a: torch.Tensor) -> torch.Tensor:
     return torch.cat([a, a.new_ones(len(a), 1)], 1)
 
 
-def ridge_solve(gram: torch.Tensor, cross: torch.Tensor, ridge: float) -> torch.Tensor:
-    """argmin_W mean ||A W - Y||^2 + ridge ||W without its last (bias) row||^2, from the mean Gram/cross."""
+def ridge_solve(gram: torch.Tensor, cross: torch.Tensor, count: int, ridge: float) -> torch.Tensor:
+    """argmin_W (1/n) ||A W - Y||^2 + ridge ||W without its last (bias) row||^2 from the sums
+    ``gram = A^T A`` and ``cross = A^T Y`` over ``count = n`` samples."""
+    mean_gram, mean_cross = gram / count, cross / count
     if ridge == 0:
-        return torch.linalg.pinv(gram, hermitian=True) @ cross  # least-norm least squares
-    penalty = torch.full((len(gram),), ridge, dtype=gram.dtype, device=gram.device)
-    penalty[-1] = 0  # the bias is not shrunk
-    return torch.linalg.solve(gram + torch.diag(penalty), cross)
+        return torch.linalg.pinv(mean_gram, hermitian=True) @ mean_cross  # least-norm least squares
+    mean_gram.diagonal()[:-1] += ridge  # the bias (last entry) is not shrunk
+    return torch.linalg.solve(mean_gram, mean_cross)
 
 
 @ALGORITHMS.register("cafo-rand")

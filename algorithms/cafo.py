@@ -142,7 +142,6 @@ class CascadedForward(Trainer):
 
     HParams = CaFoHParams
     uses_head = False
-    trains_blocks = False
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -183,7 +182,7 @@ class CascadedForward(Trainer):
             return sparsemax_loss(z, y)
         return F.mse_loss(z, F.one_hot(y, self.num_classes).to(z.dtype))
 
-    def _predictor_losses(self, feats: list[torch.Tensor], y: torch.Tensor) -> list[torch.Tensor]:
+    def _predictor_losses(self, feats: list[torch.Tensor], y: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Each predictor's loss on its block's detached output, and its scores."""
         scores = [p(f.detach().flatten(1)) for p, f in zip(self.predictors, feats)]
         return [self._predictor_loss(z, y) for z in scores], scores
@@ -312,8 +311,6 @@ class CaFoRandom(CascadedForward):
 @ALGORITHMS.register("cafo-dfa")
 class CaFoDFA(CascadedForward):
     """CaFo with blocks trained by DFA from the output error, then frozen while predictors learn."""
-
-    trains_blocks = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

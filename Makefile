@@ -8,6 +8,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= quick
+SWEEP_ARGS ?=  # e.g. --jobs 2, or --launcher slurm --launcher-opt slurm_partition=gpu
 export PYTHONUNBUFFERED := 1
 
 .PHONY: venv demo test bench-speed clean-venv
@@ -32,6 +33,12 @@ bench-speed: venv
 
 clean-venv:
 	rm -rf $(VENV)
+
+# $(call SWEEP,spec,outputs): run the spec's runs for $(PROFILE) (finished runs are reused, so an
+# interrupted reproduction continues), then write its tables/figures even if some run failed, and
+# exit with the sweep's status.
+SWEEP = $(PY) scripts/sweep.py $(1) --profile $(PROFILE) --run $(SWEEP_ARGS); status=$$?; \
+	$(PY) scripts/plots.py --only $(2) --profile $(PROFILE) && exit $$status
 
 # Reproduction and plotting targets live in one fragment per topic.
 include $(wildcard mk/*.mk)

@@ -18,20 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .figures import most_complete, runs_with_tag, width_label
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-REFERENCE_FILES = [PROJECT_ROOT / "benchmarks" / "reference" / "mono_forward_tables.csv",
-                   PROJECT_ROOT.parent / "shared" / "paper" / "mono_forward_tables.csv"]
-PAPER_DATASET = {"cifar10-jpeg": "cifar10"}  # our lossy stand-in is compared with the paper's CIFAR-10
-
-
-def load_reference(table: str) -> list[dict[str, str]]:
-    """Published rows of ``table`` (e.g. "4", "5", "fig3"); empty where the reference file is absent."""
-    for path in REFERENCE_FILES:
-        if path.exists():
-            with open(path, newline="") as f:
-                return [r for r in csv.DictReader(f) if r["table"] == table]
-    return []
+from .reference import PAPER_DATASET, load_reference
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None, int]:

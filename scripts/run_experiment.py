@@ -2,7 +2,7 @@
 """Run one algorithm on one dataset and architecture with one seed; write its run folder.
 
     python scripts/run_experiment.py --algorithm mf --dataset fmnist --widths 1000,1000 --epochs 10
-    python scripts/run_experiment.py --config my_run.yaml --set hparams.lr=0.0005
+    python scripts/run_experiment.py --config my_run.yaml --hp lr=0.0005
     python scripts/run_experiment.py --list            # what can be chosen
 
 Flags override the config file. Exit codes: 0 finished (or reused), 2 bad input or missing
@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "default: $BPFREE_DATA_DIR, data, ../shared/data, /usr/share/datasets)")
     p.add_argument("--results-dir", help="parent of run folders (default results/runs)")
     p.add_argument("--tag")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any config field, value as JSON, e.g. train_eval_limit=5000 or hparams={\"lr\":0.01}")
     p.add_argument("--force", action="store_true", help="run again even if a finished run exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
     p.add_argument("--list", action="store_true", help="list algorithms, architectures, datasets and meters")
@@ -59,6 +61,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
               "train_limit": args.train_limit, "test_limit": args.test_limit, "patience": args.patience,
               "device": args.device, "results_dir": args.results_dir, "tag": args.tag,
               "data_dirs": args.data_dir}
+    values.update(parse_assignments(args.set))
     values.update({k: v for k, v in simple.items() if v is not None})
     if args.quiet:
         values["quiet"] = True

@@ -1,0 +1,142 @@
+"""Launchers: run a list of experiment configs somewhere and report each one's outcome.
+
+* ``local``: each run in its own Python process, ``jobs`` at a time on this machine. The cores are
+  shared between the parallel runs (``OMP_NUM_THREADS``), and where there are several GPUs each
+  process sees one (``CUDA_VISIBLE_DEVICES``). A run's output goes to
+  ``<results>/sweeps/logs/<run_id>.log``.
+* ``slurm``: one job array on a Slurm cluster through submitit (``pip install submitit``);
+  ``options`` are submitit's executor parameters (``slurm_partition``, ``timeout_min``,
+  ``gpus_per_node``, ...), ``jobs`` is the array's parallelism.
+* ``submitit-local``: the same submitit path with its local executor, so that the Slurm path is
+  exercised on a machine without a cluster (the tests use it).
+
+A launcher yields one outcome per run, as soon as it is known: ``completed``, ``diverged``,
+``failed`` (with the error) or ``unavailable`` (the dataset is not on this machine). A failing run
+never stops the others.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from algorithms.registry import Registry
+
+from .config import ExperimentConfig
+
+Launcher = Callable[..., Iterator[dict[str, Any]]]
+LAUNCHERS: Registry[Launcher] = Registry("launcher")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_one(config: dict[str, Any], force: bool = False) -> dict[str, Any]:
+    """Run one config in this process; its outcome as a dict (never raises for a run's own failure)."""
+    from algorithms import ConfigError, UnknownNameError
+    from .datasets import DatasetUnavailable
+    from .runner import RunDiverged, run_experiment
+    from .sweep import _outcome
+
+    cfg = ExperimentConfig.from_dict(config).resolve()
+    started = time.perf_counter()
+    try:
+        run_experiment(cfg, force=force)
+        status, error = "completed", ""
+    except DatasetUnavailable as exc:
+        status, error = "unavailable", str(exc)
+    except RunDiverged as exc:
+        status, error = "diverged", str(exc)
+    except (ConfigError, UnknownNameError) as exc:
+        status, error = "failed", f"bad config: {exc}"
+    except Exception as exc:  # noqa: BLE001 - recorded, and the sweep goes on
+        status, error = "failed", f"{type(exc).__name__}: {exc}"
+    return _outcome(cfg, status, error, time.perf_counter() - started)
+
+
+@LAUNCHERS.register("local")
+def local(configs: list[ExperimentConfig], jobs: int = 1, force: bool = False) -> Iterator[dict[str, Any]]:
+    if not configs:
+        return
+    jobs = max(1, min(jobs, len(configs)))
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    gpus = _cuda_device_count()
+
+    def launch(slot: int, cfg: ExperimentConfig) -> dict[str, Any]:
+        env = dict(os.environ, PYTHONUNBUFFERED="1",
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))
+        if jobs > 1:
+            env["OMP_NUM_THREADS"] = str(threads)
+            if gpus > 1:
+                env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+        log_path = Path(cfg.results_dir).parent / "sweeps" / "logs" / f"{cfg.run_id()}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg_path, out_path = Path(tmp) / "config.json", Path(tmp) / "outcome.json"
+            cfg_path.write_text(json.dumps(cfg.to_dict()))
+            started = time.perf_counter()
+            with open(log_path, "w") as log:
+                code = subprocess.call([sys.executable, "-m", "benchmarks.launchers", str(cfg_path), str(out_path),
+                                        *(["--force"] if force else [])], stdout=log, stderr=subprocess.STDOUT,
+                                       env=env)
+            if out_path.exists():
+                return json.loads(out_path.read_text())
+        from .sweep import _outcome
+        return _outcome(cfg, "failed", f"the run's process ended with exit code {code}; see {log_path}",
+                        time.perf_counter() - started)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(launch, i % jobs, cfg) for i, cfg in enumerate(configs)]
+        for future in as_completed(futures):
+            yield future.result()
+
+
+def _submitit(configs: list[ExperimentConfig], jobs: int, force: bool, cluster: str | None,
+              **options: Any) -> Iterator[dict[str, Any]]:
+    try:
+        import submitit
+    except ImportError:
+        from algorithms import ConfigError
+        raise ConfigError("the slurm launchers need submitit: pip install submitit "
+                          "(or pip install -e '.[slurm]')") from None
+    if not configs:
+        return
+    folder = options.pop("folder", None) or str(Path(configs[0].results_dir).parent / "sweeps" / "submitit" / "%j")
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    params = {"timeout_min": 24 * 60, **options}
+    if executor.cluster == "slurm":
+        params.setdefault("slurm_array_parallelism", jobs)
+    executor.update_parameters(**params)
+    submitted = executor.map_array(run_one, [c.to_dict() for c in configs], [force] * len(configs))
+    for job in submitit.helpers.as_completed(submitted):
+        yield job.result()
+
+
+@LAUNCHERS.register("slurm")
+def slurm(configs: list[ExperimentConfig], jobs: int = 1, force: bool = False, **options: Any):
+    return _submitit(configs, jobs, force, cluster="slurm", **options)
+
+
+@LAUNCHERS.register("submitit-local")
+def submitit_local(configs: list[ExperimentConfig], jobs: int = 1, force: bool = False, **options: Any):
+    return _submitit(configs, jobs, force, cluster="local", **options)
+
+
+def _cuda_device_count() -> int:
+    try:
+        import torch
+        return torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - no usable CUDA: no GPUs to share out
+        return 0
+
+
+if __name__ == "__main__":  # the local launcher's worker: CONFIG_JSON OUTCOME_JSON [--force]
+    config_path, outcome_path = sys.argv[1], sys.argv[2]
+    outcome = run_one(json.loads(Path(config_path).read_text()), force="--force" in sys.argv[3:])
+    Path(outcome_path).write_text(json.dumps(outcome))
+    print(f"{outcome['status']}: {outcome['run_id']} {outcome['error']}".rstrip())

@@ -1,0 +1,233 @@
+"""Sweeps: a spec file (one table or figure of the paper) expanded into single experiments.
+
+    spec = load_spec("table3")                       # benchmarks/specs/table3.yaml, or a path
+    for group, configs in expand(spec, "quick"):     # ExperimentConfig per algorithm x dataset x seed
+        ...
+    run_configs(configs, dry_run=False, launcher="local", jobs=2)
+
+A spec (YAML) says what a table is made of::
+
+    name: table3                 # every run is tagged with it; tables and figures find runs by tag
+    caption: "..."
+    reference: "3"               # the table id in benchmarks/reference/mono_forward_tables.csv
+    measure: [time]              # meters of every run
+    base: {hparams: {lr: 0.001}} # ExperimentConfig fields shared by every run
+    profiles:                    # paper: the paper's protocol; quick: 2 CPU cores, well under an hour
+      paper: {seeds: [0, 1, 2], epochs: 50}
+      quick: {seeds: [0], epochs: 3, train_limit: 5000}
+    algorithm_overrides: {ff: {hparams: {lr: 0.01}}}   # per algorithm, any group
+    params_file: results/studies/best_params.json      # optional: tuned settings (see tuning.py);
+                                                       # a profile may name its own
+    rows:                        # accuracy tables: the paper's rows and which run/mode gives each
+      - {paper: "MF (FF pred)", algorithm: mf, mode: ff}
+    groups:
+      - label: "2x1000"                   # the network, as the table prints it
+        paper_arch: "mlp 2x1000 relu"     # the paper's architecture string in the reference CSV
+        datasets: [mnist, fmnist]
+        arch: mlp
+        arch_args: {widths: [1000, 1000]}
+        algorithms: [bp, mf]
+        config: {batch_size: 128}         # optional ExperimentConfig fields for this group
+        algorithm_overrides: {mf: {hparams: {readout: flatten}}}
+        per_profile: {quick: {train_limit: 2000}}
+
+A run's config is merged in this order (later wins; ``hparams`` and ``arch_args`` merge key by
+key): ``base``, the profile, the group's ``config`` and architecture, the group's ``per_profile``,
+the tuned entry of the params file, then the spec's and the group's ``algorithm_overrides``.
+
+Running: finished runs are reused (run folders are content-addressed), so an interrupted sweep
+goes on where it stopped. Each run's outcome (completed, reused, diverged, failed, unavailable) is
+appended to ``<results>/sweeps/<spec>_<profile>.jsonl``, so that a table can say why a cell is
+empty without training anything. The default is a dry run that prints every run and its command.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shlex
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from algorithms import ConfigError
+
+from .config import LOCATION_FIELDS, ExperimentConfig
+from .runs import append_jsonl, is_done, read_jsonl
+
+SPECS_DIR = Path(__file__).resolve().parent / "specs"
+SPEC_KEYS = {"name", "caption", "reference", "measure", "base", "profiles", "algorithm_overrides",
+             "params_file", "rows", "groups", "notes"}
+GROUP_KEYS = {"label", "paper_arch", "datasets", "arch", "arch_args", "algorithms", "config",
+              "algorithm_overrides", "per_profile", "hparams"}
+MERGED_KEYS = ("hparams", "arch_args")  # dict-valued config fields merged key by key
+
+
+def spec_names() -> list[str]:
+    return sorted(p.stem for p in SPECS_DIR.glob("*.yaml"))
+
+
+def load_spec(name_or_path: str | Path) -> dict[str, Any]:
+    """A spec by name (``table3``) or path, checked for unknown keys and missing parts."""
+    import yaml
+
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = SPECS_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"no spec {str(name_or_path)!r}; choose one of: {', '.join(spec_names())} (or a path)")
+    spec = yaml.safe_load(path.read_text())
+    where = f"spec {path.name}"
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where} must hold a mapping")
+    _refuse_unknown(spec, SPEC_KEYS, where)
+    for key in ("name", "profiles", "groups"):
+        if key not in spec:
+            raise ConfigError(f"{where} has no {key!r}")
+    for i, group in enumerate(spec["groups"]):
+        _refuse_unknown(group, GROUP_KEYS, f"{where} group {i + 1}")
+        for key in ("datasets", "arch", "algorithms"):
+            if key not in group:
+                raise ConfigError(f"{where} group {i + 1} has no {key!r}")
+    return spec
+
+
+def _refuse_unknown(d: dict, valid: set[str], where: str) -> None:
+    unknown = sorted(set(d) - valid)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {where}; valid keys: {sorted(valid)}")
+
+
+def merge(base: dict[str, Any], *layers: dict[str, Any] | None) -> dict[str, Any]:
+    """Config layers merged left to right; ``hparams`` and ``arch_args`` merge key by key."""
+    out = copy.deepcopy(base)
+    for layer in layers:
+        for key, value in (layer or {}).items():
+            if key in MERGED_KEYS and isinstance(out.get(key), dict):
+                out[key] = {**out[key], **value}
+            else:
+                out[key] = copy.deepcopy(value)
+    return out
+
+
+def profile_names(spec: dict[str, Any]) -> list[str]:
+    return list(spec["profiles"])
+
+
+def expand(spec: dict[str, Any], profile: str, params_file: str | Path | None = None,
+           results_dir: str | None = None, data_dirs: list[str] | None = None
+           ) -> list[tuple[dict[str, Any], list[ExperimentConfig]]]:
+    """Every run of ``spec`` under ``profile``, grouped as in the spec: ``[(group, configs)]``.
+
+    ``params_file`` (or the spec's own ``params_file``) supplies tuned settings by the key
+    ``<algorithm>/<dataset>/<group label>``; a run with no entry keeps the spec's settings.
+    """
+    if profile not in spec["profiles"]:
+        raise ConfigError(f"unknown profile {profile!r} for spec {spec['name']}; "
+                          f"choose one of: {', '.join(profile_names(spec))}")
+    prof = dict(spec["profiles"][profile])
+    seeds = prof.pop("seeds", [0])
+    params_file = params_file or prof.pop("params_file", None) or spec.get("params_file")
+    tuned: dict[str, Any] = {}
+    if params_file:
+        from .tuning import load_params_file  # optuna is imported only when tuned settings are used
+        tuned = load_params_file(params_file)
+    location = {k: v for k, v in (("results_dir", results_dir), ("data_dirs", data_dirs)) if v is not None}
+    out = []
+    for group in spec["groups"]:
+        label = group.get("label") or group["arch"]
+        network = {"arch": group["arch"], "arch_args": group.get("arch_args", {}),
+                   "hparams": group.get("hparams", {})}
+        configs = []
+        for dataset in group["datasets"]:
+            for algorithm in group["algorithms"]:
+                for seed in seeds:
+                    values = merge({"tag": spec["name"], "measure": spec.get("measure", ["time"])},
+                                   spec.get("base"), prof, group.get("config"), network,
+                                   group.get("per_profile", {}).get(profile),
+                                   tuned.get(f"{algorithm}/{dataset}/{label}"),
+                                   spec.get("algorithm_overrides", {}).get(algorithm),
+                                   group.get("algorithm_overrides", {}).get(algorithm),
+                                   {"algorithm": algorithm, "dataset": dataset, "seed": seed, "quiet": True},
+                                   location)
+                    configs.append(ExperimentConfig.from_dict(values))
+        out.append((group, configs))
+    return out
+
+
+def run_key(config: dict[str, Any]) -> str:
+    """What a run computes, independent of where: its identity without the device.
+
+    Tables match the runs a spec asks for with the run folders present by this key, so that a table
+    regenerated on a laptop finds the runs a GPU server made.
+    """
+    identity = {k: v for k, v in config.items() if k not in (*LOCATION_FIELDS, "device")}
+    return json.dumps(identity, sort_keys=True)
+
+
+def status_file(results_root: str | Path, spec_name: str, profile: str) -> Path:
+    return Path(results_root) / "sweeps" / f"{spec_name}_{profile}.jsonl"
+
+
+def latest_statuses(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The last recorded outcome of every run in a sweep's status file, by :func:`run_key`."""
+    return {row["key"]: row for row in read_jsonl(Path(path))}
+
+
+def command_for(cfg: ExperimentConfig) -> str:
+    """A command line that runs ``cfg`` alone: every field that differs from the defaults, as given."""
+    defaults = ExperimentConfig().to_dict()
+    parts = ["python", "scripts/run_experiment.py"]
+    for key, value in cfg.to_dict().items():
+        if key != "quiet" and value != defaults[key]:
+            parts += ["--set", f"{key}={json.dumps(value, separators=(',', ':'))}"]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def run_configs(configs: Iterable[ExperimentConfig], *, dry_run: bool = True, launcher: str = "local",
+                jobs: int = 1, force: bool = False, status_path: str | Path | None = None,
+                launcher_options: dict[str, Any] | None = None, log=print) -> list[dict[str, Any]]:
+    """Hand ``configs`` to a launcher (or, in a dry run, print them); one outcome dict per run.
+
+    Finished runs are not launched again unless ``force``. Every outcome is appended to
+    ``status_path`` as it arrives, so an interrupted sweep keeps what it learned.
+    """
+    from .launchers import LAUNCHERS
+
+    configs = list(configs)
+    resolved = [c.resolve() for c in configs]
+    todo = [c for c in resolved if force or not is_done(Path(c.results_dir) / c.run_id())]
+    if dry_run:
+        for cfg, res in zip(configs, resolved):
+            state = "todo" if res in todo else "done"
+            log(f"[{state}] {res.run_id()}\n    {command_for(cfg)}")
+        log(f"{len(resolved)} runs, {len(resolved) - len(todo)} finished, {len(todo)} to run "
+            f"(add --run to run them)")
+        return []
+    outcomes = [_outcome(c, "reused") for c in resolved if c not in todo]
+    for row in outcomes:
+        _record(status_path, row)
+    log(f"{len(resolved)} runs: {len(outcomes)} finished already, {len(todo)} to run with launcher "
+        f"{launcher!r} ({jobs} at a time)")
+    launch = LAUNCHERS.get(launcher)
+    for row in launch(todo, jobs=jobs, force=force, **(launcher_options or {})):
+        _record(status_path, row)
+        outcomes.append(row)
+        error = f": {row['error']}" if row.get("error") else ""
+        log(f"  {row['status']:<11} {row['run_id']} ({row['seconds']:.0f} s){error}")
+    counts: dict[str, int] = {}
+    for row in outcomes:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    log("sweep done: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    return outcomes
+
+
+def _outcome(cfg: ExperimentConfig, status: str, error: str = "", seconds: float = 0.0) -> dict[str, Any]:
+    return {"run_id": cfg.run_id(), "key": run_key(cfg.to_dict()), "status": status, "error": error,
+            "seconds": seconds, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def _record(path: str | Path | None, row: dict[str, Any]) -> None:
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        append_jsonl(Path(path), row)

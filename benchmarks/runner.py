@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from algorithms import ALGORITHMS
+from algorithms import ALGORITHMS, ARCHITECTURES, ConfigError
 from algorithms.base import Trainer
 
 from .config import ExperimentConfig
@@ -89,6 +89,7 @@ def run_experiment(config: ExperimentConfig, force: bool = False,
     device = torch.device(cfg.device)
     raw = load_dataset(cfg.dataset, cfg.data_dirs)
     splits = prepare_splits(raw, cfg.val_fraction, cfg.seed, device, cfg.train_limit, cfg.test_limit)
+    _check_input_kind(cfg.arch, splits)
     seed_everything(cfg.seed)
     trainer = ALGORITHMS.get(cfg.algorithm)(splits.input_shape, splits.num_classes, cfg.arch,
                                             cfg.arch_args, cfg.hparams).to(device)
@@ -102,7 +103,7 @@ def run_experiment(config: ExperimentConfig, force: bool = False,
     write_json(run_dir / "measurement.json", {
         "data": {"dataset": splits.name, "source": splits.source, "exact": raw.exact,
                  "train": len(splits.train_y), "val": len(splits.val_y), "test": len(splits.test_y),
-                 "normalisation": "mean/std of the training split only"},
+                 "normalisation": "mean/std of the training split only" if raw.normalise else "none (token ids)"},
         "accuracy": f"percent correct by argmax of predict(x, mode); train accuracy on the first "
                     f"{cfg.train_eval_limit} training samples",
         **{k: v for m in meters for k, v in m.describe().items()}})
@@ -113,6 +114,18 @@ def run_experiment(config: ExperimentConfig, force: bool = False,
             write_json(run_dir / "summary.json", {"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
         raise
     return RunResult(run_dir, summary, reused=False)
+
+
+def _check_input_kind(arch: str, splits: Splits) -> None:
+    """Token ids need an architecture that embeds them, and images or features one that does not."""
+    wants_ids = not getattr(ARCHITECTURES.get(arch), "input_dtype", torch.float32).is_floating_point
+    has_ids = not splits.train_x.dtype.is_floating_point
+    if wants_ids != has_ids:
+        kind = "token ids" if has_ids else "real-valued inputs"
+        fits = [a for a in ARCHITECTURES.names()
+                if getattr(ARCHITECTURES.get(a), "input_dtype", torch.float32).is_floating_point != has_ids]
+        raise ConfigError(f"dataset {splits.name} has {kind}, which architecture {arch!r} cannot take; "
+                          f"choose one of: {', '.join(fits)}")
 
 
 def _log(cfg: ExperimentConfig, message: str) -> None:

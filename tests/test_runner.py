@@ -75,6 +75,7 @@ def cli(*args, cwd=ROOT):
     (["--hp", "schedule=sideways"], "schedule"),
     (["--hp", "momentun=0.9"], "momentun"),
     (["--epochs", "0"], "epochs must be a positive integer"),
+    (["-a", "bp", "--arch", "embed-mlp"], "dataset digits has real-valued inputs, which architecture 'embed-mlp' cannot take"),
 ])
 def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, args, fragment):
     proc = cli(*args, "--results-dir", str(tmp_path / "runs"), "--quiet")

@@ -4,6 +4,10 @@ Training is BP's, except that the backward pass of every weight layer carries th
 input through a fixed random matrix ``B`` of the weight's shape instead of the transposed weight.
 The weight's own gradient is the usual one (error times input). This is done with custom
 ``torch.autograd.Function``s, not module backward hooks (those break on newer PyTorch).
+
+Linear, conv and locally connected layers (``lc-mlp``) have feedback versions; a locally connected
+layer's feedback ``B`` has its weight's shape, so each position sends its error back through a
+fixed random kernel of its own.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from torch.nn import functional as F
 from torch.nn.grad import conv2d_input, conv2d_weight
 
 from .bp import Backprop
+from .local import LocallyConnected2d
 from .networks import LayerFactory
 from .registry import ALGORITHMS
 
@@ -52,6 +57,22 @@ class _FAConv2dFn(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None
 
 
+class _FALocalFn(torch.autograd.Function):
+    """Position-batched product ``(P, N, K) @ (P, K, C_out)`` of a locally connected layer."""
+
+    @staticmethod
+    def forward(ctx, cols, weight, feedback):
+        ctx.save_for_backward(cols, feedback)
+        return torch.bmm(cols, weight.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        cols, feedback = ctx.saved_tensors
+        grad_cols = torch.bmm(grad_out, feedback)  # BP would use the weight
+        grad_w = torch.bmm(grad_out.transpose(1, 2), cols)
+        return grad_cols, grad_w, None
+
+
 def _random_like(weight: torch.Tensor) -> torch.Tensor:
     """A fixed feedback matrix drawn like the weight's own default initialisation."""
     feedback = torch.empty_like(weight)
@@ -77,12 +98,34 @@ class FAConv2d(nn.Conv2d):
         return _FAConv2dFn.apply(x, self.weight, self.bias, self.feedback, self.padding)
 
 
+class FALocal2d(LocallyConnected2d):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        feedback = torch.empty_like(self.weight)
+        bound = 1 / math.sqrt(self.weight.shape[2])  # drawn like the weight itself
+        nn.init.uniform_(feedback, -bound, bound)
+        self.register_buffer("feedback", feedback)
+
+    def local_product(self, cols: torch.Tensor) -> torch.Tensor:
+        out = _FALocalFn.apply(cols, self.weight, self.feedback)
+        return out if self.bias is None else out + self.bias.flatten(1).T.unsqueeze(1)
+
+    def dense_product(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            feedback = self.dense_matrix(self.feedback)
+        bias = None if self.bias is None else self.bias.reshape(-1)
+        return _FALinearFn.apply(x, self.dense_matrix(self.weight), bias, feedback)
+
+
 class FALayerFactory(LayerFactory):
     def linear(self, in_features, out_features, bias=True):
         return FALinear(in_features, out_features, bias)
 
     def conv2d(self, in_channels, out_channels, kernel_size, padding=0, bias=True):
         return FAConv2d(in_channels, out_channels, kernel_size, padding, bias)
+
+    def local2d(self, in_shape, out_channels, kernel_size, stride=1, padding="same", bias=True):
+        return FALocal2d(in_shape, out_channels, kernel_size, stride, padding, bias)
 
 
 @ALGORITHMS.register("fa")

@@ -19,7 +19,7 @@ A spec (YAML) says what a table is made of::
     params_file: results/studies/best_params.json      # optional: tuned settings (see tuning.py);
                                                        # a profile may name its own
     rows:                        # accuracy tables: the paper's rows and which run/mode gives each
-      - {paper: "MF (FF pred)", algorithm: mf, mode: ff}
+      "MF (FF pred)": {algorithm: mf, mode: ff}
     groups:
       - label: "2x1000"                   # the network, as the table prints it
         paper_arch: "mlp 2x1000 relu"     # the paper's architecture string in the reference CSV

@@ -1,13 +1,20 @@
 #!/usr/bin/env python
-"""Draw Figures 1 to 5 and write Tables 4 and 5 from the results folder alone (no training).
+"""Draw Figures 1 to 5 and write Tables 1 to 6 from the results folder alone (no training).
 
     python scripts/plots.py                         # everything that has results
     python scripts/plots.py --only fig3 table5      # some of it
+    python scripts/plots.py --only table3 --profile quick
     python scripts/plots.py --results tests/fixtures/measure/results --out /tmp/plots
 
-Reads run folders under <results>/runs and latency files under <results>/latency; writes
-<out>/figures/figN.{png,pdf} and <out>/tables/{table4,table5,fig3_slopes}.{md,csv}. A figure whose
-runs are missing is skipped with a note saying which `make reproduce-...` target produces them.
+Reads run folders under <results>/runs, sweep status files under <results>/sweeps and latency files
+under <results>/latency; writes <out>/figures/figN.{png,pdf}, <out>/tables/{table4,table5,fig3_slopes}.{md,csv}
+and the accuracy tables <out>/tables/{table1,table2,table3,table6}.{md,csv,tex}, printing each table.
+
+--profile NAME uses the runs of that profile of each target's spec (those whose run key matches
+`sweep.expand(spec, NAME)`). Without it, an accuracy table shows `paper` if any of its paper runs
+finished, else `quick`; a figure (and Tables 4-5) uses the most complete runs present. A figure whose
+runs are missing is skipped with a note saying which `make reproduce-...` target produces them; an
+accuracy table is always written, its empty cells saying why.
 Exit codes: 0 done (even if some figures had no runs), 2 bad input.
 """
 
@@ -17,10 +24,45 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmarks import cost_tables, figures
-from benchmarks.runs import iter_runs, load_run
+from algorithms import ConfigError, UnknownNameError
+from benchmarks import accuracy_tables, cost_tables, figures
+from benchmarks.reference import load_reference
+from benchmarks.runs import is_done, iter_runs, load_run
+from benchmarks.sweep import SPECS_DIR, latest_statuses, load_spec, run_key, status_file
 
-TARGETS = ("fig1", "fig2", "fig3", "fig4", "fig5", "table4", "table5")
+ACCURACY_TABLES = ("table1", "table2", "table3", "table6")
+TARGETS = ("fig1", "fig2", "fig3", "fig4", "fig5", "table4", "table5", *ACCURACY_TABLES)
+SPEC_OF = {"fig1": "fig1", "fig2": "fig1", "fig3": "fig3", "fig4": "fig4", "fig5": "fig5", "table5": "table5",
+           **{t: t for t in ACCURACY_TABLES}}  # table4 has no runs of its own (its accuracy: table3's runs)
+
+
+class Picker:
+    """Chooses a spec's runs: those of ``profile`` (by run key) when one is given, else the most complete."""
+
+    def __init__(self, runs: list[dict], profile: str | None, params_file: str | None = None):
+        self.runs, self.profile, self.params_file = runs, profile, params_file
+        self._keys: dict[str, set[str]] = {}
+
+    def keys(self, spec_name: str) -> set[str]:
+        if spec_name not in self._keys:
+            spec = load_spec(spec_name)
+            self._keys[spec_name] = accuracy_tables.expected_keys(spec, self.profile, self.params_file) \
+                if self.profile in spec["profiles"] else set()
+        return self._keys[spec_name]
+
+    def __call__(self, spec_name: str) -> tuple[list[dict], str]:
+        tagged = figures.runs_with_tag(self.runs, spec_name)
+        if self.profile is None:
+            return figures.most_complete(tagged)
+        keys = self.keys(spec_name)
+        chosen = [r for r in tagged if run_key(r["config"]) in keys]
+        return chosen, f"{self.profile} profile, {figures.most_complete(chosen)[1]}"
+
+    def missing(self, spec_name: str) -> str:
+        """How to make the runs that are not there."""
+        profile = f" PROFILE={self.profile}" if self.profile else ""
+        which = f" of profile {self.profile}" if self.profile else ""
+        return f"no runs{which} tagged {spec_name} (make reproduce-{spec_name}{profile})"
 
 
 def _title(base: str, runs: list[dict], profile: str) -> str:
@@ -28,10 +70,10 @@ def _title(base: str, runs: list[dict], profile: str) -> str:
     return f"{base}\n{profile}; {', '.join(devices)}"
 
 
-def fig1_2(runs, out, only) -> list[str]:
-    chosen, profile = figures.most_complete(figures.runs_with_tag(runs, "fig1"))
+def fig1_2(pick, out, only) -> list[str]:
+    chosen, profile = pick("fig1")
     if not chosen:
-        return ["fig1/fig2: no runs tagged fig1 (make reproduce-fig1)"]
+        return [f"fig1/fig2: {pick.missing('fig1')}"]
     series = {}
     for alg in ("bp", "mf"):
         mine = sorted((r for r in chosen if r["config"]["algorithm"] == alg), key=lambda r: r["config"]["seed"])
@@ -54,11 +96,11 @@ def fig1_2(runs, out, only) -> list[str]:
     return notes
 
 
-def fig3(runs, out) -> list[str]:
-    chosen, profile = figures.most_complete(figures.runs_with_tag(runs, "fig3"))
+def fig3(pick, out) -> list[str]:
+    chosen, profile = pick("fig3")
     if not chosen:
-        return ["fig3: no runs tagged fig3 (make reproduce-fig3)"]
-    reference = {row["algorithm"].lower(): float(row["mean"]) for row in cost_tables.load_reference("fig3")}
+        return [f"fig3: {pick.missing('fig3')}"]
+    reference = {row["algorithm"].lower(): float(row["mean"]) for row in load_reference("fig3")}
     notes, lines = [], []
     for arch in sorted({r["config"]["arch"] for r in chosen}):
         data = figures.depth_data(chosen, arch)
@@ -92,10 +134,10 @@ def fig3(runs, out) -> list[str]:
     return notes
 
 
-def fig4(runs, out) -> list[str]:
-    chosen, profile = figures.most_complete(figures.runs_with_tag(runs, "fig4"))
+def fig4(pick, out) -> list[str]:
+    chosen, profile = pick("fig4")
     if not chosen:
-        return ["fig4: no runs tagged fig4 (make reproduce-fig4)"]
+        return [f"fig4: {pick.missing('fig4')}"]
     curves = figures.convergence_data(chosen, lambda r: (r["config"]["dataset"], r["config"]["algorithm"]))
     panels: dict[str, dict] = {}
     for (dataset, alg), c in curves.items():
@@ -105,10 +147,10 @@ def fig4(runs, out) -> list[str]:
     return [str(p) for p in figures.save(figures.convergence_figure(panels, title), out / "figures", "fig4")]
 
 
-def fig5(runs, out) -> list[str]:
-    chosen, profile = figures.most_complete(figures.runs_with_tag(runs, "fig5"))
+def fig5(pick, out) -> list[str]:
+    chosen, profile = pick("fig5")
     if not chosen:
-        return ["fig5: no runs tagged fig5 (make reproduce-fig5)"]
+        return [f"fig5: {pick.missing('fig5')}"]
     curves = figures.convergence_data(chosen, lambda r: (r["config"]["algorithm"], figures.depth(r)))
     deep = max((d for _, d in curves), default=0)
     shallow = min((d for a, d in curves if a == "mf"), default=0)
@@ -128,11 +170,24 @@ def table4(runs, out, results) -> list[str]:
         ["table4: no latency measurement (make reproduce-table4)"]
 
 
-def table5(runs, out) -> list[str]:
-    rows, md = cost_tables.table5_rows(runs)
+def table5(pick, out) -> list[str]:
+    rows, md = cost_tables.table5_rows(pick("table5")[0])
     print(md)
     return [str(p) for p in cost_tables.write_table(rows, md, out / "tables", "table5")] if rows else \
-        ["table5: no runs tagged table5 (make reproduce-table5)"]
+        [f"table5: {pick.missing('table5')}"]
+
+
+def accuracy_table(name, all_runs, out, results, profile, params_file) -> list[str]:
+    """Table 1, 2, 3 or 6: every cell of the spec under the profile asked for (default: paper if any of
+    its runs finished, else quick), written as .md, .csv and .tex and printed."""
+    spec = load_spec(name)
+    profile = profile or accuracy_tables.default_profile(spec, all_runs, params_file)
+    if profile not in spec["profiles"]:
+        return [f"{name}: the spec has no profile {profile!r} (choose one of: {', '.join(spec['profiles'])})"]
+    statuses = latest_statuses(status_file(results, spec["name"], profile))
+    table = accuracy_tables.build_table(spec, profile, all_runs, statuses, params_file=params_file)
+    print(table.markdown)
+    return [str(p) for p in accuracy_tables.write_table(table, out / "tables", name)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,27 +195,53 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", default="results", help="results folder (runs/ and latency/ inside)")
     p.add_argument("--out", help="where figures/ and tables/ go (default: the results folder)")
     p.add_argument("--only", nargs="+", choices=TARGETS, default=list(TARGETS))
+    p.add_argument("--profile", help="use the runs of this profile of each spec (e.g. quick, paper); default: "
+                                     "accuracy tables paper if any of its runs finished, else quick; figures "
+                                     "the most complete runs present")
+    p.add_argument("--params-file", help="tuned settings the sweep ran with (as scripts/sweep.py --params-file), "
+                                         "so that the tuned runs are the ones found")
     args = p.parse_args(argv)
     results = Path(args.results)
     if not results.is_dir():
         print(f"error: results folder {results} not found", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else results
-    runs = [load_run(d) for d in iter_runs(results / "runs")]
     only = set(args.only)
-    notes: list[str] = []
-    if only & {"fig1", "fig2"}:
-        notes += fig1_2(runs, out, only)
-    if "fig3" in only:
-        notes += fig3(runs, out)
-    if "fig4" in only:
-        notes += fig4(runs, out)
-    if "fig5" in only:
-        notes += fig5(runs, out)
-    if "table4" in only:
-        notes += table4(runs, out, results)
-    if "table5" in only:
-        notes += table5(runs, out)
+    try:
+        if args.profile is not None:  # a name no spec of the targets knows is a typo
+            known = {prof for t in only if t in SPEC_OF and (SPECS_DIR / f"{SPEC_OF[t]}.yaml").exists()
+                     for prof in load_spec(SPEC_OF[t])["profiles"]}
+            if known and args.profile not in known:
+                raise ConfigError(f"unknown profile {args.profile!r}; choose one of: {', '.join(sorted(known))}")
+        # every run folder, finished or not: an accuracy table says why a cell is empty; figures use finished ones
+        all_runs = [dict(load_run(d), done=is_done(d)) for d in iter_runs(results / "runs", finished_only=False)]
+        runs = [r for r in all_runs if r["done"]]
+        pick = Picker(runs, args.profile, args.params_file)
+        notes: list[str] = []
+        if only & {"fig1", "fig2"}:
+            notes += fig1_2(pick, out, only)
+        if "fig3" in only:
+            notes += fig3(pick, out)
+        if "fig4" in only:
+            notes += fig4(pick, out)
+        if "fig5" in only:
+            notes += fig5(pick, out)
+        if "table4" in only:
+            # accuracy beside the latency: Table 3's runs of the profile asked for, when one is
+            table4_runs = runs if args.profile is None else \
+                [r for r in runs if r["config"].get("tag") != "table3" or run_key(r["config"]) in pick.keys("table3")]
+            notes += table4(table4_runs, out, results)
+        if "table5" in only:
+            notes += table5(pick, out)
+        for name in ACCURACY_TABLES:
+            if name in only:
+                try:
+                    notes += accuracy_table(name, all_runs, out, results, args.profile, args.params_file)
+                except (ConfigError, UnknownNameError) as exc:  # e.g. a broken spec: the other targets go on
+                    notes.append(f"{name}: {exc}")
+    except (ConfigError, UnknownNameError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     for note in notes:
         print(note)
     return 0

@@ -93,9 +93,13 @@ def test_cifar10_jpeg_reads_a_zip_keeps_its_name_and_caches(tmp_path, monkeypatc
     assert raw.train_x.shape == (20, 3, 4, 4) and raw.num_classes == 10
     labels = sorted(label for label, _ in expected["train"])
     assert sorted(raw.train_y.tolist()) == labels
-    first_label, first_pixels = expected["train"][0]
-    assert raw.train_y[0] == first_label
-    assert torch.equal(raw.train_x[0], torch.from_numpy(first_pixels).permute(2, 0, 1).float() / 255)
+    for split, xs, ys in (("train", raw.train_x, raw.train_y), ("test", raw.test_x, raw.test_y)):
+        for label, pixels in expected[split]:  # every image with its own label, wherever it went
+            image = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255
+            (at,) = [i for i in range(len(ys)) if torch.equal(xs[i], image)]
+            assert ys[at] == label
+    # read class by class, but stored in one fixed mixed order: the first 10 test samples are not 5+5 classes
+    assert len(set(raw.test_y[:10].tolist())) > 2
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
     again = load_dataset("cifar10-jpeg", [tmp_path])  # from the cache
     assert torch.equal(again.train_x, raw.train_x)

@@ -85,6 +85,20 @@ def _raw_from_arrays(name, arrays, num_classes, source, exact) -> RawDataset:
                       num_classes, source, exact)
 
 
+ORDER_SEED = 0  # fixed: every run sees the same order, so the same test subset under a test_limit
+
+
+def _interleave_classes(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """An image folder is read class by class; put each split in one fixed random order, so that its
+    first n samples (``test_limit``) hold every class, as in the original datasets' files."""
+    rng = np.random.default_rng(ORDER_SEED)
+    out = {}
+    for split in ("train", "test"):
+        order = rng.permutation(len(arrays[f"{split}_y"]))
+        out[f"{split}_x"], out[f"{split}_y"] = arrays[f"{split}_x"][order], arrays[f"{split}_y"][order]
+    return out
+
+
 @DATASETS.register("cifar10-jpeg")
 def load_cifar10_jpeg(data_dirs: list[Path]) -> RawDataset:
     candidates = ["cifar10-jpeg/cifar10-jpeg.zip", "cifar10-jpeg.zip", "cifar10-jpeg"]
@@ -94,7 +108,7 @@ def load_cifar10_jpeg(data_dirs: list[Path]) -> RawDataset:
             f"dataset 'cifar10-jpeg' not found: looked for {', '.join(candidates)} in "
             f"{', '.join(map(str, data_dirs))}; it is the lossy JPEG copy in ../shared/data/cifar10-jpeg/ "
             f"(or any <split>/<class>/<image> folder or zip passed with --data-dir)")
-    arrays = _cached_image_folder(source, CIFAR10_CLASSES)
+    arrays = _interleave_classes(_cached_image_folder(source, CIFAR10_CLASSES))
     return _raw_from_arrays("cifar10-jpeg", arrays, 10, f"JPEG image folder {source} (lossy copy of CIFAR-10)",
                             exact=False)
 

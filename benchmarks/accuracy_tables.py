@@ -1,0 +1,441 @@
+"""Tables 1, 2, 3 and 6 of the Mono-Forward paper (the accuracy tables) from run folders alone.
+
+A table is a spec (``benchmarks/specs/tableN.yaml``) under one profile. Each cell is one network
+(spec group) x dataset x paper row (``rows``: the paper's row name -> the algorithm and prediction
+mode that give it). Its runs are the configs ``sweep.expand(spec, profile)`` yields for the row's
+algorithm, one per seed, matched with the loaded run folders by ``sweep.run_key`` (so runs made on
+another device count). A seed's value is the test accuracy of the row's mode at the epoch with the
+best *validation* accuracy (``summary["selected"]["test_acc_<mode>"]``); the cell is the mean ± std
+(sample std, ddof 1) over the seeds that completed. A cell with fewer seeds than asked says why, from
+the run folders and the sweep's status file (``<results>/sweeps/<spec>_<profile>.jsonl``): diverged,
+failed, dataset unavailable here, not run yet. The published mean ± std sits beside ours with the
+difference in points.
+
+Pure functions: (spec, profile, runs, statuses, reference rows) in, rows and markdown/CSV/LaTeX out.
+
+    table = build_table(spec, "quick", runs, latest_statuses(status_file(root, "table3", "quick")))
+    print(table.markdown)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from algorithms import ConfigError, UnknownNameError
+
+from .reference import PAPER_DATASET, load_reference
+from .sweep import expand, run_key
+
+# Our dataset names -> the reference CSV's. cifar10-jpeg, our lossy copy, is compared with CIFAR-10.
+PAPER_DATASET_NAMES = {**PAPER_DATASET, "breast_cancer": "breast-cancer", "santander": "santander-transaction"}
+DATASET_NOTES = {"cifar10-jpeg": "lossy JPEG copy of CIFAR-10"}
+FINISHED = ("completed", "diverged")  # run folders with a `done` marker
+ERROR_CHARS = 80  # a failure's message is cut to this many characters in a note
+COLUMNS = ("table", "profile", "network", "paper_arch", "dataset", "paper_dataset", "row", "algorithm", "mode",
+           "published_mean", "published_std", "mean", "std", "n", "seeds", "difference", "note")
+
+
+@dataclass
+class AccuracyTable:
+    name: str
+    profile: str
+    title: str  # bold first line: table and caption
+    profile_line: str  # what the profile is, e.g. "QUICK profile: ..., NOT the paper's protocol"
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def markdown(self) -> str:
+        return to_markdown(self)
+
+    @property
+    def csv(self) -> str:
+        return to_csv(self.rows)
+
+    @property
+    def latex(self) -> str:
+        return to_latex(self)
+
+
+# -- the spec's rows and runs --------------------------------------------------------------------
+
+def spec_rows(spec: dict[str, Any]) -> list[dict[str, str]]:
+    """The spec's ``rows`` as ``[{"paper", "algorithm", "mode"}]`` in order.
+
+    Accepts the mapping form ``{"MF (FF pred)": {algorithm: mf, mode: ff}}`` and the list form
+    ``[{paper: "MF (FF pred)", algorithm: mf, mode: ff}]``.
+    """
+    rows = spec.get("rows") or {}
+    items = rows.items() if isinstance(rows, dict) else ((r.get("paper"), r) for r in rows)
+    out = []
+    for paper, row in items:
+        if not paper or not isinstance(row, dict) or not {"algorithm", "mode"} <= set(row):
+            raise ConfigError(f"spec {spec.get('name')}: every row needs a paper name, an algorithm and a mode, "
+                              f"got {paper!r}: {row!r}")
+        out.append({"paper": str(paper), "algorithm": str(row["algorithm"]), "mode": str(row["mode"])})
+    return out
+
+
+def accuracy_reference(reference: Iterable[dict[str, str]]) -> dict[tuple[str, str, str], dict[str, str]]:
+    """Published test accuracies by (row, architecture, paper dataset)."""
+    return {(r["algorithm"], r["architecture"], r["dataset"]): r for r in reference
+            if r.get("metric", "test_accuracy") == "test_accuracy"}
+
+
+def rows_for_group(spec: dict[str, Any], group: dict[str, Any], reference: Iterable[dict[str, str]]
+                   ) -> list[dict[str, str]]:
+    """The spec rows a group shows: those of its algorithms that the paper has for its network.
+
+    A group without ``paper_arch``, or whose network the reference does not list, shows every row of
+    its algorithms (e.g. Table 1's "MF layer 3" is only shown for the 3-layer network).
+    """
+    mine = [r for r in spec_rows(spec) if r["algorithm"] in group["algorithms"]]
+    arch = group.get("paper_arch")
+    published = {(r["algorithm"], r["architecture"]) for r in reference}
+    if not arch or not any(a == arch for _, a in published):
+        return mine
+    return [r for r in mine if (r["paper"], arch) in published]
+
+
+def expected_runs(spec: dict[str, Any], profile: str, params_file: str | Path | None = None
+                  ) -> list[tuple[dict[str, Any], list[dict[str, Any]] | str]]:
+    """Per spec group: the resolved config dicts of its runs, or why they cannot be made here.
+
+    Each group expands on its own, so that a group whose architecture or settings are unknown on this
+    machine leaves the others' cells intact. An unknown profile raises ``ConfigError``.
+    """
+    if profile not in spec["profiles"]:
+        raise ConfigError(f"unknown profile {profile!r} for spec {spec['name']}; "
+                          f"choose one of: {', '.join(spec['profiles'])}")
+    out = []
+    for group in spec["groups"]:
+        try:
+            [(_, configs)] = expand({**spec, "groups": [group]}, profile, params_file=params_file)
+            out.append((group, [c.resolve().to_dict() for c in configs]))
+        except (ConfigError, UnknownNameError) as exc:
+            out.append((group, _short(str(exc))))
+    return out
+
+
+def expected_keys(spec: dict[str, Any], profile: str, params_file: str | Path | None = None) -> set[str]:
+    """The run keys of every run that ``spec`` asks for under ``profile`` (groups that cannot expand: none)."""
+    return {run_key(c) for _, configs in expected_runs(spec, profile, params_file) if isinstance(configs, list)
+            for c in configs}
+
+
+def default_profile(spec: dict[str, Any], runs: Iterable[dict], params_file: str | Path | None = None) -> str:
+    """``paper`` if any of its runs finished, else ``quick`` (else the spec's first profile).
+
+    Runs that another profile asks for too (e.g. a small dataset trained alike in both) do not count,
+    unless the paper profile has no runs of its own.
+    """
+    profiles = list(spec["profiles"])
+    fallback = "quick" if "quick" in profiles else profiles[0]
+    if "paper" not in profiles:
+        return fallback
+    keys = expected_keys(spec, "paper", params_file)
+    own = keys - {k for p in profiles if p != "paper" for k in expected_keys(spec, p, params_file)}
+    keys = own or keys
+    finished = any(run_key(r["config"]) in keys and r.get("summary", {}).get("status") in FINISHED for r in runs)
+    return "paper" if finished else fallback
+
+
+# -- cells ---------------------------------------------------------------------------------------
+
+def _short(message: str) -> str:
+    line = (message.strip().splitlines() or [""])[0].strip()
+    return line if len(line) <= ERROR_CHARS else line[:ERROR_CHARS - 1].rstrip() + "…"
+
+
+def _seeds(seeds: list[int]) -> str:
+    return f"seed {seeds[0]}" if len(seeds) == 1 else "seeds " + ", ".join(map(str, seeds))
+
+
+def seed_outcome(key: str, seed: int, mode: str, runs_by_key: dict[str, dict], statuses: dict[str, dict]
+                 ) -> tuple[float | None, str, str]:
+    """One seed of a cell: ``(value, kind, detail)``; kind is "ok", "diverged", "failed", "unavailable",
+    "unfinished", "no mode", "missing folder" or "not run"; detail is the note's text for it."""
+    run = runs_by_key.get(key)
+    summary = run.get("summary", {}) if run else {}
+    status = summary.get("status")
+    if status == "completed":
+        value = summary.get("selected", {}).get(f"test_acc_{mode}")
+        if value is None:
+            return None, "no mode", f"no {mode} accuracy in the run (seed {seed})"
+        return float(value), "ok", ""
+    if status == "diverged":
+        epoch = summary.get("diverged_epoch")
+        return None, "diverged", f"diverged (seed {seed}" + (f", epoch {epoch})" if epoch is not None else ")")
+    line = statuses.get(key)  # the sweep's latest word on a run without a finished folder
+    if line is not None:
+        if line["status"] == "unavailable":
+            return None, "unavailable", "dataset unavailable here"
+        if line["status"] == "failed":
+            return None, "failed", _short(line.get("error") or "no error recorded")
+        if line["status"] == "diverged":
+            return None, "diverged", f"diverged (seed {seed})"
+        if line["status"] in ("completed", "reused"):
+            return None, "missing folder", f"run folder missing (seed {seed})"
+    if status == "failed":
+        return None, "failed", _short(summary.get("error") or "no error recorded")
+    if run is not None:
+        return None, "unfinished", f"unfinished run folder (seed {seed})"
+    return None, "not run", "not run yet"
+
+
+def _cell_note(outcomes: list[tuple[int, float | None, str, str]], n_expected: int) -> str:
+    """The seeds' story in a few words: "2 of 3 seeds; diverged (seed 1, epoch 4)"."""
+    n_ok = sum(1 for _, _, kind, _ in outcomes if kind == "ok")
+    parts = [f"{n_ok} of {n_expected} seeds"] if 0 < n_ok < n_expected else []
+    grouped: dict[tuple[str, str], list[int]] = {}
+    for seed, _, kind, detail in outcomes:
+        if kind == "ok":
+            continue
+        if kind in ("failed", "unavailable", "not run"):  # the same words for every seed: name the seeds once
+            grouped.setdefault((kind, detail), []).append(seed)
+        else:
+            parts.append(detail)
+    for (kind, detail), seeds in grouped.items():
+        which = "" if len(seeds) == n_expected else f" ({_seeds(seeds)})"
+        if kind == "failed":
+            parts.append(f"failed{which}: {detail}")
+        else:
+            parts.append(f"{detail}{which}")
+    return "; ".join(parts)
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def _number(text: str | None) -> float | None:
+    return float(text) if text not in (None, "") else None
+
+
+def table_rows(spec: dict[str, Any], profile: str, runs: Iterable[dict], statuses: dict[str, dict],
+               reference: list[dict[str, str]], params_file: str | Path | None = None,
+               expected: list | None = None) -> list[dict[str, Any]]:
+    """One row per cell (network x dataset x paper row), in the spec's order; columns as ``COLUMNS``."""
+    runs_by_key: dict[str, dict] = {}
+    for run in runs:  # a finished folder wins over an unfinished one of the same run
+        key = run_key(run["config"])
+        if key not in runs_by_key or run.get("summary", {}).get("status") in FINISHED:
+            runs_by_key[key] = run
+    published = accuracy_reference(reference)
+    published_archs = {arch for _, arch, _ in published}
+    expected = expected if expected is not None else expected_runs(spec, profile, params_file)
+    default_seeds = list(spec["profiles"][profile].get("seeds", [0]))
+    out = []
+    for group, configs in expected:
+        label = group.get("label") or group["arch"]
+        arch = group.get("paper_arch", "")
+        for dataset in group["datasets"]:
+            paper_dataset = PAPER_DATASET_NAMES.get(dataset, dataset)
+            for row in rows_for_group(spec, group, reference):
+                ref = published.get((row["paper"], arch, paper_dataset))
+                ref_mean, ref_std = (_number(ref["mean"]), _number(ref["std"])) if ref else (None, None)
+                notes = [DATASET_NOTES.get(dataset, "")]
+                if ref is not None and ref_mean is None:
+                    notes.append(ref.get("note") or "no published value")
+                elif ref is None and arch in published_archs:  # the paper has this network, not this cell
+                    notes.append("not in the paper")
+                if isinstance(configs, str):  # the group cannot be expanded here
+                    seeds, values = default_seeds, []
+                    notes.append(f"cannot run here: {configs}")
+                else:
+                    mine = [c for c in configs if c["dataset"] == dataset and c["algorithm"] == row["algorithm"]]
+                    seeds = [c["seed"] for c in mine]
+                    outcomes = [(c["seed"], *seed_outcome(run_key(c), c["seed"], row["mode"], runs_by_key, statuses))
+                                for c in mine]
+                    values = [v for _, v, kind, _ in outcomes if kind == "ok"]
+                    notes.append(_cell_note(outcomes, len(mine)))
+                mean, std = _mean_std(values)
+                out.append({
+                    "table": spec["name"], "profile": profile, "network": label, "paper_arch": arch,
+                    "dataset": dataset, "paper_dataset": paper_dataset, "row": row["paper"],
+                    "algorithm": row["algorithm"], "mode": row["mode"],
+                    "published_mean": ref_mean, "published_std": ref_std, "mean": mean, "std": std,
+                    "n": len(values), "seeds": len(seeds),
+                    "difference": mean - ref_mean if mean is not None and ref_mean is not None else None,
+                    "note": "; ".join(n for n in notes if n)})
+    return out
+
+
+# -- the profile on the table's face -------------------------------------------------------------
+
+def _by_value(configs: list[dict], *fields: str) -> dict[Any, list[str]]:
+    """Distinct values of some config fields -> the datasets that have them, in order."""
+    out: dict[Any, list[str]] = {}
+    for c in configs:
+        names = out.setdefault(tuple(c[f] for f in fields) if len(fields) > 1 else c[fields[0]], [])
+        if c["dataset"] not in names:
+            names.append(c["dataset"])
+    return out
+
+
+def _describe(values: dict[Any, list[str]], one, many_prefix: str, fmt) -> str:
+    if len(values) == 1:
+        return one(next(iter(values)))
+    return many_prefix + ", ".join(f"{fmt(v)} ({', '.join(ds)})" for v, ds in values.items())
+
+
+def _epochs(value: tuple[int, int | None]) -> str:
+    epochs, patience = value
+    if patience is None:
+        return f"{epochs} epoch{'s' if epochs != 1 else ''}"
+    return f"at most {epochs} epochs, patience {patience}"
+
+
+def describe_profile(spec: dict[str, Any], profile: str, configs: list[dict]) -> str:
+    """One line that says what the runs of ``profile`` are, derived from the configs themselves."""
+    if not configs:
+        seeds = list(spec["profiles"][profile].get("seeds", [0]))
+        body = _seeds(seeds) + " (no run of this spec can be made here)"
+    else:
+        seeds = sorted({c["seed"] for c in configs})
+        parts = [_describe(_by_value(configs, "train_limit"),
+                           lambda v: "full training set" if v is None else f"training subset of {v}",
+                           "training subsets: ", lambda v: "all" if v is None else str(v))]
+        tests = _by_value(configs, "test_limit")
+        if any(v is not None for v in tests):
+            parts.append(_describe(tests, lambda v: "full test set" if v is None else f"test subset of {v}",
+                                   "test subsets: ", lambda v: "all" if v is None else str(v)))
+        parts.append(_describe(_by_value(configs, "epochs", "patience"), _epochs, "", _epochs))
+        parts.append(_seeds(seeds))
+        body = ", ".join(parts)
+    if profile == "quick":
+        return f"QUICK profile: {body}, NOT the paper's protocol"
+    if profile == "paper":
+        return (f"PAPER profile: {body} (the paper's protocol as far as it states it, except that every choice "
+                "is made on validation, not on test)")
+    return f"{profile.upper()} profile: {body}"
+
+
+def build_table(spec: dict[str, Any], profile: str, runs: Iterable[dict], statuses: dict[str, dict],
+                reference: list[dict[str, str]] | None = None, params_file: str | Path | None = None
+                ) -> AccuracyTable:
+    """The whole table: rows, title and profile line (``reference`` defaults to the spec's published table)."""
+    if reference is None:
+        reference = load_reference(str(spec.get("reference", "")))
+    expected = expected_runs(spec, profile, params_file)
+    rows = table_rows(spec, profile, list(runs), statuses, reference, expected=expected)
+    configs = [c for _, cs in expected if isinstance(cs, list) for c in cs]
+    caption = spec.get("caption") or spec["name"]
+    return AccuracyTable(spec["name"], profile, caption, describe_profile(spec, profile, configs), rows)
+
+
+# -- text ----------------------------------------------------------------------------------------
+
+def _fmt(mean: float | None, std: float | None = None) -> str:
+    if mean is None:
+        return "—"
+    return f"{mean:.2f}" + (f" ± {std:.2f}" if std is not None else "")
+
+
+def _diff(value: float | None) -> str:
+    return "—" if value is None else f"{value:+.2f}"
+
+
+HEADER = ("network", "dataset", "row", "published", "ours", "n", "diff", "note")
+RIGHT = {"published", "ours", "n", "diff"}
+FOOTNOTE = ("Test accuracy (%) at the epoch with the best validation accuracy (patience: epochs without a "
+            "better one before a run stops); ours: mean ± std (ddof 1) over the n seeds that completed; "
+            "diff = ours − published, in points. Published: Gong, Li, Abdulla 2025 (their learning rate and "
+            "batch size were tuned on the test set).")
+
+
+def _cells(row: dict[str, Any]) -> list[str]:
+    return [row["network"], row["dataset"], row["row"], _fmt(row["published_mean"], row["published_std"]),
+            _fmt(row["mean"], row["std"]), str(row["n"]), _diff(row["difference"]), row["note"]]
+
+
+def to_markdown(table: AccuracyTable) -> str:
+    """A pipe table with aligned columns (readable in a terminal), title and profile line above it."""
+    body = [_cells(r) for r in table.rows]
+    widths = [max([len(h)] + [len(b[i]) for b in body]) for i, h in enumerate(HEADER)]
+
+    def line(cells):
+        return "| " + " | ".join(c.rjust(w) if h in RIGHT else c.ljust(w)
+                                 for c, w, h in zip(cells, widths, HEADER)) + " |"
+
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if h in RIGHT else ("-" * (w + 2)) for w, h in zip(widths, HEADER)) + "|"
+    lines = [f"**{table.title}**", "", table.profile_line, "", line(HEADER), rule, *(line(b) for b in body)]
+    notes = [FOOTNOTE]
+    if any(r["dataset"] in DATASET_NOTES for r in table.rows):
+        notes.append("cifar10-jpeg is a lossy JPEG copy of CIFAR-10 (the only CIFAR-10 offline); it is compared "
+                     "with the paper's CIFAR-10 values.")
+    if not body:
+        notes.append("The spec has no rows for this table.")
+    return "\n".join(lines + [""] + notes) + "\n"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 4)
+    return "" if value is None else value
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    """Plain numbers (4 decimals), empty where there is none; one line per cell."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _plain(row[k]) for k in COLUMNS})
+    return buf.getvalue()
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  "—": "---", "−": "-", "…": r"\ldots{}", "±": r"$\pm$"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def _tex_number(mean: float | None, std: float | None = None) -> str:
+    if mean is None:
+        return "---"
+    return f"${mean:.2f}" + (rf" \pm {std:.2f}$" if std is not None else "$")
+
+
+def to_latex(table: AccuracyTable) -> str:
+    """A booktabs ``tabular`` (``\\usepackage{booktabs}``), one rule between networks."""
+    lines = [f"% {latex_escape(table.title)}", f"% {latex_escape(table.profile_line)}",
+             r"% needs \usepackage{booktabs}",
+             r"\begin{tabular}{lllrrrrp{5.5cm}}", r"\toprule",
+             r"Network & Dataset & Row & Published & Ours & $n$ & $\Delta$ & Note \\", r"\midrule"]
+    previous = None
+    for r in table.rows:
+        if previous is not None and r["network"] != previous["network"]:
+            lines.append(r"\midrule")
+        elif previous is not None and r["dataset"] != previous["dataset"]:
+            lines.append(r"\addlinespace")
+        diff = "---" if r["difference"] is None else f"${r['difference']:+.2f}$"
+        cells = [latex_escape(r["network"]), latex_escape(r["dataset"]), latex_escape(r["row"]),
+                 _tex_number(r["published_mean"], r["published_std"]), _tex_number(r["mean"], r["std"]),
+                 str(r["n"]), diff, latex_escape(r["note"])]
+        lines.append(" & ".join(cells) + r" \\")
+        previous = r
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(table: AccuracyTable, out_dir: Path, name: str | None = None) -> list[Path]:
+    """``name.md``, ``name.csv`` and ``name.tex`` in ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = name or table.name
+    paths = []
+    for ext, text in (("md", table.markdown), ("csv", table.csv), ("tex", table.latex)):
+        path = out_dir / f"{name}.{ext}"
+        path.write_text(text)
+        paths.append(path)
+    return paths

@@ -1,0 +1,308 @@
+"""The accuracy tables (Tables 1, 2, 3 and 6) from run folders, and the spec files behind them.
+
+The table tests build a small table from the fixture in tests/fixtures/tables (its spec, its published
+values and its runs; regenerate the runs with tests/fixtures/tables/make_fixture.py) and compare the
+markdown and CSV to the exact text. The spec tests expand every spec in benchmarks/specs for every
+profile, and check every row and network of the table specs against the published reference, so
+that a typo fails here rather than as an empty table.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from algorithms import ARCHITECTURES
+from benchmarks import accuracy_tables as at
+from benchmarks.reference import load_reference
+from benchmarks.runs import iter_runs, load_run
+from benchmarks.sweep import SPECS_DIR, expand, latest_statuses, load_spec, run_key, status_file
+
+FIXTURE = Path(__file__).parent / "fixtures" / "tables"
+RESULTS = FIXTURE / "results"
+SPEC_FILES = sorted(SPECS_DIR.glob("*.yaml"))
+
+EXPECTED_MARKDOWN = """\
+**Fixture table: test accuracy (%) of BP and MF, 2x32 MLP**
+
+QUICK profile: training subsets: 600 (digits, breast_cancer), 1000 (cifar100), 10 epochs, seeds 0, 1, NOT the paper's protocol
+
+| network | dataset       | row          |    published |         ours | n |   diff | note                                                                           |
+|---------|---------------|--------------|-------------:|-------------:|--:|-------:|--------------------------------------------------------------------------------|
+| 2x32    | digits        | BP           | 96.50 ± 0.30 | 85.97 ± 2.55 | 2 | -10.53 |                                                                                |
+| 2x32    | digits        | MF (FF pred) | 97.00 ± 0.20 |        83.89 | 1 | -13.11 | 1 of 2 seeds; diverged (seed 1, epoch 2)                                       |
+| 2x32    | digits        | MF layer 1   |            — |        85.83 | 1 |      — | not reported for this network; 1 of 2 seeds; diverged (seed 1, epoch 2)        |
+| 2x32    | breast_cancer | BP           | 97.37 ± 0.00 |        93.86 | 1 |  -3.51 | 1 of 2 seeds; failed (seed 1): RuntimeError: simulated failure for the fixture |
+| 2x32    | breast_cancer | MF (FF pred) | 97.37 ± 0.00 |        92.98 | 1 |  -4.39 | 1 of 2 seeds; not run yet (seed 1)                                             |
+| 2x32    | breast_cancer | MF layer 1   |            — |        92.98 | 1 |      — | not in the paper; 1 of 2 seeds; not run yet (seed 1)                           |
+| 2x32    | cifar100      | BP           | 42.10 ± 0.03 |            — | 0 |      — | dataset unavailable here                                                       |
+
+Test accuracy (%) at the epoch with the best validation accuracy (patience: epochs without a better one before a run stops); ours: mean ± std (ddof 1) over the n seeds that completed; diff = ours − published, in points. Published: Gong, Li, Abdulla 2025 (their learning rate and batch size were tuned on the test set).
+"""
+
+EXPECTED_CSV = """\
+table,profile,network,paper_arch,dataset,paper_dataset,row,algorithm,mode,published_mean,published_std,mean,std,n,seeds,difference,note
+tables_fixture,quick,2x32,mlp 2x32 relu,digits,digits,BP,bp,output,96.5,0.3,85.9722,2.5534,2,2,-10.5278,
+tables_fixture,quick,2x32,mlp 2x32 relu,digits,digits,MF (FF pred),mf,ff,97.0,0.2,83.8889,,1,2,-13.1111,"1 of 2 seeds; diverged (seed 1, epoch 2)"
+tables_fixture,quick,2x32,mlp 2x32 relu,digits,digits,MF layer 1,mf,layer1,,,85.8333,,1,2,,"not reported for this network; 1 of 2 seeds; diverged (seed 1, epoch 2)"
+tables_fixture,quick,2x32,mlp 2x32 relu,breast_cancer,breast-cancer,BP,bp,output,97.37,0.0,93.8596,,1,2,-3.5104,1 of 2 seeds; failed (seed 1): RuntimeError: simulated failure for the fixture
+tables_fixture,quick,2x32,mlp 2x32 relu,breast_cancer,breast-cancer,MF (FF pred),mf,ff,97.37,0.0,92.9825,,1,2,-4.3875,1 of 2 seeds; not run yet (seed 1)
+tables_fixture,quick,2x32,mlp 2x32 relu,breast_cancer,breast-cancer,MF layer 1,mf,layer1,,,92.9825,,1,2,,not in the paper; 1 of 2 seeds; not run yet (seed 1)
+tables_fixture,quick,2x32,mlp 2x32 relu,cifar100,cifar100,BP,bp,output,42.1,0.03,,,0,2,,dataset unavailable here
+"""
+
+
+@pytest.fixture(scope="module")
+def fixture_spec():
+    return load_spec(FIXTURE / "spec.yaml")
+
+
+@pytest.fixture(scope="module")
+def fixture_runs():
+    return [load_run(d) for d in iter_runs(RESULTS / "runs", finished_only=False)]
+
+
+@pytest.fixture(scope="module")
+def fixture_table(fixture_spec, fixture_runs):
+    statuses = latest_statuses(status_file(RESULTS, fixture_spec["name"], "quick"))
+    return at.build_table(fixture_spec, "quick", fixture_runs, statuses,
+                          reference=load_reference("fixture", FIXTURE / "reference.csv"))
+
+
+# -- the fixture table ---------------------------------------------------------------------------
+
+def test_fixture_table_markdown_is_exact(fixture_table):
+    assert fixture_table.markdown == EXPECTED_MARKDOWN
+
+
+def test_fixture_table_csv_is_exact(fixture_table):
+    assert fixture_table.csv == EXPECTED_CSV
+
+
+def test_a_cell_is_the_mean_of_each_seeds_test_accuracy_at_its_best_validation_epoch(fixture_table):
+    values = []
+    for run_dir in sorted((RESULTS / "runs").glob("bp_digits_*")):
+        summary = json.loads((run_dir / "summary.json").read_text())
+        epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        best = max(epochs, key=lambda e: e["val_acc_output"])  # the first epoch with the best validation
+        assert summary["selected"]["epoch"] == best["epoch"]
+        values.append(best["test_acc_output"])
+    cell = next(r for r in fixture_table.rows if (r["dataset"], r["row"]) == ("digits", "BP"))
+    assert cell["n"] == 2 and cell["mean"] == pytest.approx(statistics.fmean(values))
+    assert cell["std"] == pytest.approx(statistics.stdev(values))
+    assert cell["difference"] == pytest.approx(cell["mean"] - 96.5)
+
+
+def test_fixture_table_latex_is_a_booktabs_tabular(fixture_table):
+    tex = fixture_table.latex
+    lines = tex.splitlines()
+    assert lines[0] == "% Fixture table: test accuracy (\\%) of BP and MF, 2x32 MLP"
+    assert lines[1].startswith("% QUICK profile: training subsets: 600 (digits, breast\\_cancer)")
+    assert lines[3] == r"\begin{tabular}{lllrrrrp{5.5cm}}" and lines[-1] == r"\end{tabular}"
+    assert [l for l in lines if l in (r"\toprule", r"\midrule", r"\bottomrule")] == [r"\toprule", r"\midrule",
+                                                                                   r"\bottomrule"]
+    assert r"2x32 & digits & BP & $96.50 \pm 0.30$ & $85.97 \pm 2.55$ & 2 & $-10.53$ &  \\" in lines
+    assert r"2x32 & cifar100 & BP & $42.10 \pm 0.03$ & --- & 0 & --- & dataset unavailable here \\" in lines
+    assert sum(l.endswith(r"\\") for l in lines) == 1 + len(fixture_table.rows)
+
+
+def test_write_table_writes_markdown_csv_and_latex(fixture_table, tmp_path):
+    paths = at.write_table(fixture_table, tmp_path / "tables", "tablex")
+    assert [p.name for p in paths] == ["tablex.md", "tablex.csv", "tablex.tex"]
+    assert paths[0].read_text() == EXPECTED_MARKDOWN and paths[1].read_text() == EXPECTED_CSV
+
+
+def test_the_default_profile_is_paper_once_a_paper_run_finished(fixture_spec, fixture_runs):
+    assert at.default_profile(fixture_spec, fixture_runs) == "quick"
+    [(_, configs)] = [g for g in at.expected_runs(fixture_spec, "paper") if g[0]["datasets"] == ["digits", "breast_cancer"]]
+    paper_run = {"config": dict(configs[0], device="cuda", results_dir="elsewhere"), "summary": {"status": "completed"}}
+    assert at.default_profile(fixture_spec, [*fixture_runs, paper_run]) == "paper"
+    unfinished = {"config": configs[0], "summary": {"status": "failed"}}
+    assert at.default_profile(fixture_spec, [*fixture_runs, unfinished]) == "quick"
+
+
+# -- cells from hand-made runs -------------------------------------------------------------------
+
+def small_spec(**group) -> dict:
+    return {"name": "t", "caption": "Table T", "reference": "t",
+            "profiles": {"quick": {"seeds": [0, 1, 2], "epochs": 1, "train_limit": 50}},
+            "rows": {"BP": {"algorithm": "bp", "mode": "output"}, "MF (BP pred)": {"algorithm": "mf", "mode": "bp"}},
+            "groups": [{"label": "2x8", "paper_arch": "mlp 2x8 relu", "datasets": ["digits"], "arch": "mlp",
+                        "arch_args": {"widths": [8, 8]}, "algorithms": ["bp"], **group}]}
+
+
+def completed(config: dict, **accuracies) -> dict:
+    return {"config": config, "summary": {"status": "completed", "selected": {f"test_acc_{k}": v
+                                                                             for k, v in accuracies.items()}}}
+
+
+def cell_notes(spec, runs, statuses, reference=()) -> list[str]:
+    return [r["note"] for r in at.table_rows(spec, "quick", runs, statuses, list(reference))]
+
+
+def test_a_failure_of_every_seed_is_named_once_and_other_reasons_per_seed():
+    spec = small_spec()
+    configs = at.expected_runs(spec, "quick")[0][1]
+    keys = [run_key(c) for c in configs]
+    failed = {k: {"key": k, "status": "failed", "error": "ValueError: bad\nsecond line"} for k in keys}
+    assert cell_notes(spec, [], failed) == ["failed: ValueError: bad"]
+    statuses = {keys[0]: {"status": "completed"}, keys[1]: {"status": "diverged"}}
+    unfinished = {"config": configs[2], "summary": {}}
+    assert cell_notes(spec, [unfinished], statuses) == [
+        "run folder missing (seed 0); diverged (seed 1); unfinished run folder (seed 2)"]
+    long_error = {keys[0]: {"status": "failed", "error": "x" * 200}}
+    note = cell_notes(spec, [completed(configs[1], output=90.0), completed(configs[2], output=92.0)], long_error)[0]
+    assert note == "2 of 3 seeds; failed (seed 0): " + "x" * (at.ERROR_CHARS - 1) + "…"
+
+
+def test_a_finished_run_folder_outweighs_an_older_status_line():
+    spec = small_spec()
+    configs = at.expected_runs(spec, "quick")[0][1]
+    runs = [completed(dict(c, device="cuda:3", data_dirs=["x"]), output=90.0 + i) for i, c in enumerate(configs)]
+    statuses = {run_key(c): {"status": "failed", "error": "an earlier attempt"} for c in configs}
+    [row] = at.table_rows(spec, "quick", runs, statuses, [])
+    assert (row["mean"], row["std"], row["n"], row["note"]) == (91.0, 1.0, 3, "")
+
+
+def test_runs_of_other_settings_do_not_count():
+    spec = small_spec()
+    configs = at.expected_runs(spec, "quick")[0][1]
+    other = [completed(dict(c, epochs=2), output=99.0) for c in configs]  # another profile's runs
+    [row] = at.table_rows(spec, "quick", other, {}, [])
+    assert (row["n"], row["note"]) == (0, "not run yet")
+
+
+def test_cifar10_jpeg_is_compared_with_the_papers_cifar10_and_says_so():
+    spec = small_spec(datasets=["cifar10-jpeg"], algorithms=["bp", "mf"])
+    reference = [{"table": "t", "algorithm": "BP", "architecture": "mlp 2x8 relu", "dataset": "cifar10",
+                  "metric": "test_accuracy", "mean": "50.0", "std": "1.0", "unit": "%", "note": ""}]
+    configs = at.expected_runs(spec, "quick")[0][1]
+    runs = [completed(c, output=51.0, ff=52.0, bp=53.0) for c in configs]
+    rows = at.table_rows(spec, "quick", runs, {}, reference)
+    assert [(r["row"], r["dataset"], r["paper_dataset"], r["mean"], r["difference"]) for r in rows] == [
+        ("BP", "cifar10-jpeg", "cifar10", 51.0, 1.0)]  # the paper has no MF (BP pred) row for this network
+    assert rows[0]["note"] == "lossy JPEG copy of CIFAR-10"
+    table = at.AccuracyTable("t", "quick", "Table T", "QUICK profile: x", rows)
+    assert "compared with the paper's CIFAR-10 values" in table.markdown
+
+
+def test_a_group_that_cannot_be_built_here_keeps_the_others():
+    spec = small_spec()
+    spec["groups"].append({**spec["groups"][0], "label": "bad", "arch": "no-such-arch"})
+    table = at.build_table(spec, "quick", [], {}, reference=[])
+    assert [r["network"] for r in table.rows] == ["2x8", "bad"]
+    assert table.rows[0]["note"] == "not run yet"
+    assert table.rows[1]["note"].startswith("cannot run here: unknown architecture 'no-such-arch'")
+    assert table.profile_line == "QUICK profile: training subset of 50, 1 epoch, seeds 0, 1, 2, NOT the paper's protocol"
+
+
+def test_a_missing_prediction_mode_is_said():
+    spec = small_spec(algorithms=["mf"])
+    configs = at.expected_runs(spec, "quick")[0][1]
+    runs = [completed(c, ff=50.0) for c in configs]
+    assert cell_notes(spec, runs, {}) == ["no bp accuracy in the run (seed 0); no bp accuracy in the run (seed 1); "
+                                          "no bp accuracy in the run (seed 2)"]
+
+
+def test_paper_profile_line_and_rows_shown_per_network():
+    spec = load_spec("table1")
+    reference = load_reference("1")
+    shown = {g["label"]: [r["paper"] for r in at.rows_for_group(spec, g, reference)] for g in spec["groups"]}
+    assert shown == {"lc-mlp 4,8": ["BP", "MF (FF pred)", "MF layer 1", "MF layer 2"],
+                     "lc-mlp 4,8,16": ["BP", "MF (FF pred)", "MF layer 1", "MF layer 2", "MF layer 3"]}
+    line = at.describe_profile(spec, "paper", [c for _, cs in at.expected_runs(spec, "paper") for c in cs])
+    assert line.startswith("PAPER profile: full training set, at most 100 epochs, patience 10, seeds 0, 1, 2")
+
+
+# -- the spec files ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", SPEC_FILES, ids=[p.stem for p in SPEC_FILES])
+def test_every_spec_loads_and_expands_for_every_profile(path):
+    spec = load_spec(path)
+    assert spec["name"] == path.stem
+    missing = sorted({g["arch"] for g in spec["groups"]} - set(ARCHITECTURES.names()))
+    if missing:
+        pytest.skip(f"architecture(s) {missing} not registered yet")
+    untuned = []
+    for profile in spec["profiles"]:
+        params = spec["profiles"][profile].get("params_file") or spec.get("params_file")
+        if params and not Path(params).is_file():  # tuned settings that scripts/tune.py has not written yet
+            untuned.append(f"{profile} ({params})")
+            continue
+        groups = expand(spec, profile)
+        assert len(groups) == len(spec["groups"])
+        for _, configs in groups:
+            assert configs
+            for cfg in configs:
+                resolved = cfg.resolve()  # every arch_args and hparams key is a real one
+                assert resolved.tag == spec["name"]
+                if cfg.algorithm == "ff" and "rows" in spec:  # FF keeps its own learning rate in the tables
+                    assert resolved.hparams["lr"] == 0.01
+    if untuned:
+        others = "; the other profiles expand" if len(untuned) < len(spec["profiles"]) else ""
+        pytest.skip(f"no params file yet for profile(s) {', '.join(untuned)}{others}")
+
+
+TABLE_SPECS = [p for p in SPEC_FILES if "rows" in load_spec(p)]
+
+
+def test_there_are_accuracy_table_specs():
+    assert {p.stem for p in TABLE_SPECS} >= {"table1", "table2", "table3", "table6"}
+
+
+@pytest.mark.parametrize("path", TABLE_SPECS, ids=[p.stem for p in TABLE_SPECS])
+def test_table_spec_rows_and_networks_are_the_papers(path):
+    spec = load_spec(path)
+    reference = [r for r in load_reference(str(spec["reference"])) if r["metric"] == "test_accuracy"]
+    assert reference, f"no published accuracies for table {spec['reference']!r}"
+    names = {r["algorithm"] for r in reference}
+    for row in at.spec_rows(spec):
+        assert row["paper"] in names, f"row {row['paper']!r} is not a row of the paper's table {spec['reference']}"
+    cells = set()
+    for group in spec["groups"]:
+        archs = {r["architecture"] for r in reference}
+        assert group.get("paper_arch") in archs, f"paper_arch {group.get('paper_arch')!r} not in {sorted(archs)}"
+        datasets = {r["dataset"] for r in reference if r["architecture"] == group["paper_arch"]}
+        for dataset in group["datasets"]:
+            paper_dataset = at.PAPER_DATASET_NAMES.get(dataset, dataset)
+            assert paper_dataset in datasets, f"{dataset} ({paper_dataset}) not in the paper for {group['paper_arch']}"
+            cells |= {(r["paper"], group["paper_arch"], paper_dataset)
+                      for r in at.rows_for_group(spec, group, reference)}
+    # every published number of the table has its cell
+    assert {(r["algorithm"], r["architecture"], r["dataset"]) for r in reference} <= cells
+
+
+# -- scripts/plots.py ----------------------------------------------------------------------------
+
+def test_plots_writes_an_accuracy_table_and_prints_it(tmp_path, capsys):
+    from scripts.plots import main
+
+    assert main(["--results", str(RESULTS), "--out", str(tmp_path), "--only", "table3"]) == 0
+    out = capsys.readouterr().out
+    for ext in ("md", "csv", "tex"):
+        assert (tmp_path / "tables" / f"table3.{ext}").exists()
+    md = (tmp_path / "tables" / "table3.md").read_text()
+    assert md in out and "QUICK profile" in md  # no table3 runs at all: the quick profile, every cell empty
+    assert "| 3x2000  | cifar100     | FF           |            — |    — | 0 |    — | FF fails to converge" in md
+
+
+def test_plots_profile_option_selects_that_profiles_runs(tmp_path, capsys):
+    from scripts.plots import Picker, main
+
+    spec = load_spec("fig4")
+    [(_, configs)] = expand(spec, "quick")
+    quick = [{"config": c.resolve().to_dict(), "summary": {"status": "completed"}} for c in configs]
+    other = [{"config": dict(r["config"], epochs=99), "summary": {"status": "completed"}} for r in quick]
+    chosen, what = Picker(quick + other, "quick")("fig4")
+    assert chosen == quick and what.startswith("quick profile, training subset of 5000, 3 epochs")
+    chosen, _ = Picker(quick + other, None)("fig4")
+    assert chosen == other  # without --profile: the most complete runs (more epochs)
+
+    measure = Path(__file__).parent / "fixtures" / "measure" / "results"
+    assert main(["--results", str(measure), "--out", str(tmp_path), "--only", "fig4", "--profile", "quick"]) == 0
+    assert "fig4: no runs of profile quick tagged fig4 (make reproduce-fig4 PROFILE=quick)" in capsys.readouterr().out
+    assert main(["--results", str(measure), "--out", str(tmp_path), "--only", "fig4", "--profile", "nope"]) == 2
+    assert "unknown profile 'nope'" in capsys.readouterr().err

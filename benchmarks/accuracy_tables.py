@@ -32,7 +32,6 @@ from .reference import PAPER_DATASET, load_reference
 from .sweep import expand, run_key
 
 # Our dataset names -> the reference CSV's. cifar10-jpeg, our lossy copy, is compared with CIFAR-10.
-PAPER_DATASET_NAMES = {**PAPER_DATASET, "breast_cancer": "breast-cancer", "santander": "santander-transaction"}
 DATASET_NOTES = {"cifar10-jpeg": "lossy JPEG copy of CIFAR-10"}
 FINISHED = ("completed", "diverged")  # run folders with a `done` marker
 ERROR_CHARS = 80  # a failure's message is cut to this many characters in a note
@@ -236,7 +235,7 @@ def table_rows(spec: dict[str, Any], profile: str, runs: Iterable[dict], statuse
         label = group.get("label") or group["arch"]
         arch = group.get("paper_arch", "")
         for dataset in group["datasets"]:
-            paper_dataset = PAPER_DATASET_NAMES.get(dataset, dataset)
+            paper_dataset = PAPER_DATASET.get(dataset, dataset)
             for row in rows_for_group(spec, group, reference):
                 ref = published.get((row["paper"], arch, paper_dataset))
                 ref_mean, ref_std = (_number(ref["mean"]), _number(ref["std"])) if ref else (None, None)

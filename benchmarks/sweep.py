@@ -127,7 +127,8 @@ def expand(spec: dict[str, Any], profile: str, params_file: str | Path | None = 
                           f"choose one of: {', '.join(profile_names(spec))}")
     prof = dict(spec["profiles"][profile])
     seeds = prof.pop("seeds", [0])
-    params_file = params_file or prof.pop("params_file", None) or spec.get("params_file")
+    profile_params = prof.pop("params_file", None)
+    params_file = params_file or profile_params or spec.get("params_file")
     tuned: dict[str, Any] = {}
     if params_file:
         from .tuning import load_params_file  # optuna is imported only when tuned settings are used

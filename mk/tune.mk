@@ -36,3 +36,25 @@ tune-dashboard: venv
 		echo "optuna-dashboard is not installed: $(VENV)/bin/pip install optuna-dashboard"; exit 2; }
 	@test -f results/studies/$(STUDY).log || { echo "no study results/studies/$(STUDY).log"; exit 2; }
 	$(VENV)/bin/optuna-dashboard results/studies/$(STUDY).log
+
+# The energy study (Spyra 2025; benchmarks/specs/energy_study.yaml): FF, CaFo and MF against BP on
+# their own networks. Every algorithm x dataset x network is tuned with the same budget (the same
+# number of trials, each with the profile's epochs and patience), the profile's seeds then run with
+# the tuned settings, and results/tables/energy_study.{md,csv} is written even if some run failed.
+#   make reproduce-energy-study PROFILE=quick   2 CPU cores, about 30-40 minutes; says QUICK on its face
+#   make reproduce-energy-study PROFILE=paper   30 trials per cell, up to 50 epochs, 3 seeds (meant for a GPU)
+#   make reproduce-energy-study SWEEP_ARGS="--jobs 2"   final runs in parallel processes (tuning is sequential)
+# Running it again resumes: finished trials and runs are reused.
+ifeq ($(PROFILE),paper)
+# as many trials as `make tune` gives a paper-profile study (the study's own count is not in its summary)
+ENERGY_STUDY_TRIALS ?= 30
+else
+# 1 trial of the algorithm's defaults + 2 sampled: every cell's share of ~20 minutes of tuning on 2 cores
+ENERGY_STUDY_TRIALS ?= 3
+endif
+
+.PHONY: reproduce-energy-study
+
+reproduce-energy-study: venv
+	$(PY) scripts/sweep.py energy_study --profile $(PROFILE) --tune $(ENERGY_STUDY_TRIALS) --run $(SWEEP_ARGS); \
+	status=$$?; $(PY) scripts/energy_study.py --profile $(PROFILE) && exit $$status

@@ -26,12 +26,13 @@ from pathlib import Path
 
 from algorithms import ConfigError, UnknownNameError
 from benchmarks import accuracy_tables, cost_tables, figures
+from benchmarks.energy_study import write_energy_study
 from benchmarks.reference import load_reference
 from benchmarks.runs import is_done, iter_runs, load_run
 from benchmarks.sweep import SPECS_DIR, latest_statuses, load_spec, run_key, status_file
 
 ACCURACY_TABLES = ("table1", "table2", "table3", "table6")
-TARGETS = ("fig1", "fig2", "fig3", "fig4", "fig5", "table4", "table5", *ACCURACY_TABLES)
+TARGETS = ("fig1", "fig2", "fig3", "fig4", "fig5", "table4", "table5", *ACCURACY_TABLES, "energy_study")
 SPEC_OF = {"fig1": "fig1", "fig2": "fig1", "fig3": "fig3", "fig4": "fig4", "fig5": "fig5", "table5": "table5",
            **{t: t for t in ACCURACY_TABLES}}  # table4 has no runs of its own (its accuracy: table3's runs)
 
@@ -239,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
                     notes += accuracy_table(name, all_runs, out, results, args.profile, args.params_file)
                 except (ConfigError, UnknownNameError) as exc:  # e.g. a broken spec: the other targets go on
                     notes.append(f"{name}: {exc}")
+        if "energy_study" in only:
+            notes += write_energy_study(results, out, profile=args.profile)
     except (ConfigError, UnknownNameError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -6,6 +6,7 @@
     python scripts/sweep.py table2 --profile paper --run --launcher slurm \\
         --launcher-opt slurm_partition=gpu --launcher-opt gpus_per_node=1 --jobs 16
     python scripts/sweep.py table3 --algorithms bp,mf --datasets mnist --run   # part of a table
+    python scripts/sweep.py energy_study --profile quick --tune 3 --run  # tune every cell, then run
     python scripts/sweep.py --list                                  # the specs and their profiles
 
 Specs live in benchmarks/specs/<name>.yaml (see benchmarks/sweep.py for the format). Finished runs
@@ -13,8 +14,14 @@ are reused, so running the same command again continues an interrupted sweep. Ea
 is appended to <results>/sweeps/<spec>_<profile>.jsonl; tables read it to mark cells that failed,
 diverged or whose dataset is not on this machine.
 
+--tune N first tunes every distinct algorithm/dataset/network (group label) of the spec with Optuna,
+N trials each, every trial with the profile's epochs and patience: one budget for every algorithm
+(benchmarks.tuning.tune_spec). Studies go to <results>/studies/; the best settings to the params
+file (--params-file, else the profile's or the spec's params_file), which the runs then use. A
+cell whose dataset is not on this machine is skipped with a note. Running it again resumes.
+
 Exit codes: 0 every run finished (completed, diverged or its dataset unavailable: each is shown in
-the table), 1 some run failed, 2 bad input.
+the table), 1 some run (or, with --tune, some study) failed, 2 bad input.
 """
 
 from __future__ import annotations
@@ -46,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", help="only these datasets, comma-separated")
     p.add_argument("--seeds", help="only these seeds, comma-separated")
     p.add_argument("--force", action="store_true", help="run finished runs again")
+    p.add_argument("--tune", type=int, metavar="N",
+                   help="first tune every algorithm/dataset/network of the spec with N Optuna trials each "
+                        "(epochs and patience per trial: the profile's), then list or --run the tuned runs")
     p.add_argument("--list", action="store_true", help="list the specs and their profiles")
     return p
 
@@ -66,9 +76,18 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
         LAUNCHERS.get(args.launcher)
         spec = load_spec(args.spec)
+        algos, datasets, seeds = _only(args.algorithms), _only(args.datasets), _only(args.seeds)
+        tune_failed = False
+        if args.tune is not None:
+            if args.tune < 1:
+                raise ConfigError(f"--tune must be >= 1, got {args.tune}")
+            from benchmarks.tuning import tune_spec  # imports Optuna only when tuning
+            tuned = tune_spec(spec, args.profile, args.tune, params_file=args.params_file,
+                              studies_dir=str(Path(args.results) / "studies"), data_dirs=args.data_dir,
+                              algorithms=algos, datasets=datasets)
+            tune_failed = any(t["status"] == "error" for t in tuned)
         groups = expand(spec, args.profile, params_file=args.params_file,
                         results_dir=str(Path(args.results) / "runs"), data_dirs=args.data_dir)
-        algos, datasets, seeds = _only(args.algorithms), _only(args.datasets), _only(args.seeds)
         configs = [c for _, cs in groups for c in cs
                    if (algos is None or c.algorithm in algos) and (datasets is None or c.dataset in datasets)
                    and (seeds is None or str(c.seed) in seeds)]
@@ -80,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, UnknownNameError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 1 if any(o["status"] == "failed" for o in outcomes) else 0
+    return 1 if tune_failed or any(o["status"] == "failed" for o in outcomes) else 0
 
 
 if __name__ == "__main__":

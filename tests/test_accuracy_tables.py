@@ -17,7 +17,7 @@ import pytest
 
 from algorithms import ARCHITECTURES
 from benchmarks import accuracy_tables as at
-from benchmarks.reference import load_reference
+from benchmarks.reference import PAPER_DATASET, load_reference
 from benchmarks.runs import iter_runs, load_run
 from benchmarks.sweep import SPECS_DIR, expand, latest_statuses, load_spec, run_key, status_file
 
@@ -267,7 +267,7 @@ def test_table_spec_rows_and_networks_are_the_papers(path):
         assert group.get("paper_arch") in archs, f"paper_arch {group.get('paper_arch')!r} not in {sorted(archs)}"
         datasets = {r["dataset"] for r in reference if r["architecture"] == group["paper_arch"]}
         for dataset in group["datasets"]:
-            paper_dataset = at.PAPER_DATASET_NAMES.get(dataset, dataset)
+            paper_dataset = PAPER_DATASET.get(dataset, dataset)
             assert paper_dataset in datasets, f"{dataset} ({paper_dataset}) not in the paper for {group['paper_arch']}"
             cells |= {(r["paper"], group["paper_arch"], paper_dataset)
                       for r in at.rows_for_group(spec, group, reference)}

@@ -4,6 +4,14 @@ regenerates from a fresh clone.
 * ``mono_forward_tables.csv``: every number in the tables of the Mono-Forward paper (Gong, Li,
   Abdulla 2025, arXiv 2501.09238), one a row: ``table, algorithm, architecture, dataset, metric,
   mean, std, unit, note`` (copied unchanged from ``../shared/paper/mono_forward_tables.csv``).
+* ``spyra2025_summary.csv``: the published summary of the energy study (Spyra 2025, "Beyond
+  Backpropagation: Exploring Innovative Algorithms for Energy-Efficient Deep Neural Network
+  Training"), transcribed from ``../shared/paper/README.md``: differences to BP on the same network,
+  one number a row: ``algorithm, network, dataset, metric, value, unit, note``. ``algorithm`` is the
+  suite's name (``mf``, ``ff``, ``cafo-rand``, ``cafo-dfa``, ``bp``), ``network`` the label of the
+  group in ``benchmarks/specs/energy_study.yaml``, ``dataset`` the study's (``cifar10`` is the
+  original CIFAR-10); metrics ``acc_diff`` (points), ``time_diff`` and ``energy_diff`` (% of BP),
+  ``test_accuracy`` (%). The study published no memory differences.
 """
 
 from __future__ import annotations
@@ -13,10 +21,18 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 MONO_FORWARD_CSV = HERE / "mono_forward_tables.csv"
-PAPER_DATASET = {"cifar10-jpeg": "cifar10"}  # our lossy stand-in is compared with the paper's CIFAR-10
+SPYRA2025_CSV = HERE / "spyra2025_summary.csv"
+# Our dataset names -> the paper's; cifar10-jpeg is our lossy stand-in, compared with the paper's CIFAR-10
+PAPER_DATASET = {"cifar10-jpeg": "cifar10", "breast_cancer": "breast-cancer", "santander": "santander-transaction"}
 
 
 def load_reference(table: str, path: Path = MONO_FORWARD_CSV) -> list[dict[str, str]]:
     """Published rows of ``table`` (e.g. "3", "4", "fig3")."""
     with open(path, newline="") as f:
         return [r for r in csv.DictReader(f) if r["table"] == table]
+
+
+def load_spyra2025(path: Path = SPYRA2025_CSV) -> dict[tuple[str, str, str, str], float]:
+    """The energy study's published numbers by ``(algorithm, network, dataset, metric)``."""
+    with open(path, newline="") as f:
+        return {(r["algorithm"], r["network"], r["dataset"], r["metric"]): float(r["value"]) for r in csv.DictReader(f)}

@@ -57,4 +57,4 @@ endif
 
 reproduce-energy-study: venv
 	$(PY) scripts/sweep.py energy_study --profile $(PROFILE) --tune $(ENERGY_STUDY_TRIALS) --run $(SWEEP_ARGS); \
-	status=$$?; $(PY) scripts/energy_study.py --profile $(PROFILE) && exit $$status
+	status=$$?; $(PY) scripts/plots.py --only energy_study --profile $(PROFILE) && exit $$status

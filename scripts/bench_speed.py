@@ -3,9 +3,11 @@
 For MF and BP on an MLP (default 2x1000, Fashion-MNIST, batch 64), each repeat times one epoch of
 the suite's own training path (``benchmarks.runner.train_epoch`` calling ``trainer.update``, with the
 epoch timer attached, as in a real run) and one epoch of a hand-written loop doing the same work
-(same layers, Adam per layer for MF, same batches), in alternating order. It prints the median epoch
-time of each and their ratio, and writes them to results/bench/speed.json. The target is
-suite/plain <= 1.2. A benchmark, not a test: ratios are measured within one run on one machine.
+(same layers, Adam per layer for MF, same batches), in alternating order. It prints the fastest and
+the median epoch time of each and the ratio of the fastest (as ``timeit`` does: other processes only
+ever add time, so the minimum is the least disturbed reading), and writes every epoch time to
+results/bench/speed.json. The target is suite/plain <= 1.2. A benchmark, not a test: ratios are
+measured within one run on one machine.
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ def main(argv=None) -> int:
     p.add_argument("--algorithms", default="mf,bp")
     p.add_argument("--widths", default="1000,1000")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=3, help="timed epochs of each loop, after one warm-up epoch")
+    p.add_argument("--repeats", type=int, default=5, help="timed epochs of each loop, after one warm-up epoch")
     p.add_argument("--train-limit", type=int, help="epoch over this many samples (default: all)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--device", default="cpu")
@@ -138,18 +140,22 @@ def main(argv=None) -> int:
             order = ("plain", "suite") if r % 2 == 0 else ("suite", "plain")  # alternate to cancel drift
             for key in order:
                 times[key].append(timed(loops[key], xs, ys, args.batch_size, device))
+        best = {k: min(v) for k, v in times.items()}
         med = {k: statistics.median(v) for k, v in times.items()}
-        ratio = med["suite"] / med["plain"]
+        ratio = best["suite"] / best["plain"]
         results[name] = {"suite_epoch_s": times["suite"], "plain_epoch_s": times["plain"],
-                         "suite_median_s": med["suite"], "plain_median_s": med["plain"], "ratio": ratio}
+                         "suite_min_s": best["suite"], "plain_min_s": best["plain"],
+                         "suite_median_s": med["suite"], "plain_median_s": med["plain"], "ratio": ratio,
+                         "ratio_of_medians": med["suite"] / med["plain"]}
         verdict = "ok" if ratio <= TARGET_RATIO else f"ABOVE the {TARGET_RATIO}x target"
-        print(f"{name}: suite {med['suite']:.2f} s/epoch, plain PyTorch {med['plain']:.2f} s/epoch, "
-              f"ratio {ratio:.3f} ({verdict}); {args.repeats} repeats", flush=True)
+        print(f"{name}: suite {best['suite']:.2f} s/epoch (median {med['suite']:.2f}), plain PyTorch "
+              f"{best['plain']:.2f} s/epoch (median {med['plain']:.2f}); ratio {ratio:.3f} ({verdict}), "
+              f"ratio of medians {med['suite'] / med['plain']:.3f}; {args.repeats} repeats", flush=True)
     if {"bp", "mf"} <= set(results):
-        print(f"epoch time BP/MF: suite {results['bp']['suite_median_s'] / results['mf']['suite_median_s']:.2f}, "
-              f"plain {results['bp']['plain_median_s'] / results['mf']['plain_median_s']:.2f}")
+        print(f"epoch time BP/MF: suite {results['bp']['suite_min_s'] / results['mf']['suite_min_s']:.2f}, "
+              f"plain {results['bp']['plain_min_s'] / results['mf']['plain_min_s']:.2f}")
     write_json(Path(args.out), {
-        "what": "median wall time of one training epoch (shuffle and evaluation excluded), suite vs plain loop",
+        "what": "wall time of one training epoch (shuffle and evaluation excluded), suite vs plain loop; ratio of the fastest",
         "dataset": splits.name, "train_samples": len(splits.train_y), "widths": widths,
         "batch_size": args.batch_size, "repeats": args.repeats, "threads": torch.get_num_threads(),
         "environment": describe_environment(device), "results": results})

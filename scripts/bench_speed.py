@@ -13,7 +13,6 @@ measured within one run on one machine.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time

@@ -21,7 +21,7 @@ from benchmarks.config import ExperimentConfig
 from benchmarks.latency import latency_rows, time_calls
 from benchmarks.measure import METERS, RunContext
 from benchmarks.measure.energy import NOT_MEASURED, EnergyMeter, import_nvml
-from benchmarks.measure.memory import CPUMemoryMeter, MeterUnavailable, SavedTensorCounter
+from benchmarks.measure.memory import MeterUnavailable, SavedTensorCounter
 from benchmarks.measure.timing import EpochTimer
 from benchmarks.runner import run_experiment
 

@@ -83,24 +83,27 @@ class MonoForward(Trainer):
         return a.flatten(1) @ self.projections[i].T
 
     def update(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Block by block: forward on the detached input, local loss, backward and step at once.
+
+        Only one block's graph is alive at a time, which is where MF's memory advantage over BP
+        comes from. The next block reads this block's output as computed before its step, so the
+        updates equal those of one backward pass over the sum of every block's loss.
+        """
         losses = {}
         h = x
-        last = max(self.active)
-        for i, block in enumerate(self.net.blocks[: last + 1]):
-            if i in self.active:
-                h = block(h.detach())
-                losses[f"loss_layer{i + 1}"] = F.cross_entropy(self.scores(i, h), y)
-            else:
+        for i, block in enumerate(self.net.blocks[: max(self.active) + 1]):
+            if i not in self.active:
                 with torch.no_grad():  # a frozen block below the learning one only feeds it
                     h = block(h)
-        for i in self.active:
+                continue
+            h = block(h.detach())
+            loss = F.cross_entropy(self.scores(i, h), y)
             self.optimizers[i].zero_grad(set_to_none=True)
-        sum(losses.values()).backward()  # blocks share no graph, so each gets its own gradient
-        for i in self.active:
+            loss.backward()
             self.optimizers[i].step()
-        out = {k: v.detach() for k, v in losses.items()}
-        out["loss"] = sum(out.values()) / len(out)
-        return out
+            losses[f"loss_layer{i + 1}"] = loss.detach()
+        losses["loss"] = sum(losses.values()) / len(losses)
+        return losses
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, mode: str | None = None) -> torch.Tensor:

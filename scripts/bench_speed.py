@@ -53,14 +53,12 @@ def plain_bp_epoch(model: nn.Module, opt, xs, ys, bs) -> None:
 
 def plain_mf_epoch(layers, projections, opts, xs, ys, bs) -> None:
     for start in range(0, len(ys), bs):
-        h, y, loss = xs[start:start + bs], ys[start:start + bs], 0
-        for layer, m in zip(layers, projections):
+        h, y = xs[start:start + bs], ys[start:start + bs]
+        for layer, m, opt in zip(layers, projections, opts):
             h = layer(h.detach())
-            loss = loss + F.cross_entropy(h @ m.T, y)
-        for opt in opts:
+            loss = F.cross_entropy(h @ m.T, y)
             opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for opt in opts:
+            loss.backward()
             opt.step()
 
 

@@ -31,7 +31,7 @@ from algorithms import ConfigError, UnknownNameError
 from .reference import PAPER_DATASET, load_reference
 from .sweep import expand, run_key
 
-# Our dataset names -> the reference CSV's. cifar10-jpeg, our lossy copy, is compared with CIFAR-10.
+# What a reader must know about one of our datasets beside the paper's numbers
 DATASET_NOTES = {"cifar10-jpeg": "lossy JPEG copy of CIFAR-10"}
 FINISHED = ("completed", "diverged")  # run folders with a `done` marker
 ERROR_CHARS = 80  # a failure's message is cut to this many characters in a note

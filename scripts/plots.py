@@ -107,8 +107,10 @@ def fig3(pick, out) -> list[str]:
         data = figures.depth_data(chosen, arch)
         mine = [r for r in chosen if r["config"]["arch"] == arch]
         bs = sorted({r["config"]["batch_size"] for r in mine})
+        # the networks of one spec may train on different subsets: say this network's own
+        described = profile.replace(figures.most_complete(chosen)[1], figures.most_complete(mine)[1])
         title = _title(f"Figure 3: peak training memory against depth ({arch}, {mine[0]['config']['dataset']}, "
-                       f"batch {'/'.join(map(str, bs))})", mine, profile)
+                       f"batch {'/'.join(map(str, bs))})", mine, described)
         # the paper's slopes are for 1000-unit MLP layers on MNIST; other networks get none beside them
         same_as_paper = arch == "mlp" and all(figures.width_label(r).endswith("x1000") and
                                               r["config"]["dataset"] == "mnist" for r in mine)
@@ -120,7 +122,7 @@ def fig3(pick, out) -> list[str]:
             lines.append({"arch": arch, "algorithm": alg, "dataset": mine[0]["config"]["dataset"],
                           "batch": "/".join(map(str, bs)), "depths": " ".join(map(str, d["depths"])),
                           "slope_mb_per_layer": slope, "paper_slope_mb_per_layer": ref.get(alg),
-                          "method": data["method"], "runs": profile})
+                          "method": data["method"], "runs": described})
     md = ("**Figure 3 slopes: peak training memory per added layer (MB = 10^6 bytes; "
           "paper: MNIST, full batch of 60000, GPU)**\n\n"
           "| arch | dataset | batch | algorithm | depths | slope (MB/layer) | paper (MB/layer) | measured as |\n"

@@ -99,3 +99,14 @@ def test_cli_divergence_exit_3_and_trains_digits(tmp_path):
     ok = cli("-a", "mf", "--epochs", "1", "--widths", "64", "--results-dir", runs, "--quiet")
     assert ok.returncode == 0 and "test accuracy" in ok.stdout
     assert len(list(Path(runs).glob("*/done"))) == 2  # the diverged run kept its record
+
+
+def test_demo_prints_every_algorithm_side_by_side(tmp_path):
+    """The README's first command, on a small network: every algorithm's row and its test accuracy."""
+    proc = subprocess.run([sys.executable, "scripts/compare.py", "--widths", "64", "--epochs", "2",
+                           "--results-dir", str(tmp_path / "demo")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for row in ("bp (output)", "fa (output)", "dfa (output)", "ff (goodness)", "mf (ff)"):
+        line = next(l for l in proc.stdout.splitlines() if l.startswith(f"| {row} |"))
+        assert 10.0 < float(line.split("|")[2]) <= 100.0  # a real accuracy, above chance on 10 classes

@@ -490,7 +490,7 @@ def load_params_file(path: str | Path) -> dict[str, dict[str, Any]]:
     """The params file as a dict, e.g. for a sweep (``{key: {ExperimentConfig fields}}``)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"params file {path} not found (run scripts/tune.py first)")
+        raise ConfigError(f"params file {path} not found (tune first: scripts/sweep.py <spec> --tune N, or scripts/tune.py)")
     text = path.read_text()
     if path.suffix in (".yaml", ".yml"):
         import yaml

@@ -41,6 +41,7 @@ class ExperimentConfig:
     device: str = "auto"  # auto: cuda if available, else cpu
     measure: list[str] = field(default_factory=lambda: ["time"])
     tag: str = ""  # free text that becomes part of the identity, e.g. a table name
+    precision: str = "fp32"  # or bf16: torch.autocast around every step and prediction (benchmarks/numerics.py)
     data_dirs: list[str] | None = None
     results_dir: str = "results/runs"
     quiet: bool = False
@@ -65,6 +66,9 @@ class ExperimentConfig:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.patience is not None and self.val_fraction == 0:
             raise ConfigError("early stopping (patience) needs a validation split (val_fraction > 0)")
+        from benchmarks.numerics import PRECISIONS
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ConfigError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
 

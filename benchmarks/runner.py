@@ -28,9 +28,18 @@ from .config import ExperimentConfig
 from .datasets import Splits, load_dataset, prepare_splits
 from .environment import describe_environment
 from .measure import METERS, RunContext, synchronize
+from .numerics import autocast, run_numerics
 from .runs import append_jsonl, is_done, mark_done, read_json, write_json
 
 CHECK_EVERY = 50  # steps between checks for a non-finite loss (each check waits for the device)
+CHECKPOINT = "model.pt"  # the trainer's state_dict when config.save is best or final
+
+
+def save_checkpoint(trainer: Trainer, run_dir: Path) -> None:
+    """The trainer's weights (its state_dict, tensors only) into the run folder, atomically."""
+    tmp = run_dir / f".{CHECKPOINT}.tmp"
+    torch.save({k: v.detach().cpu() for k, v in trainer.state_dict().items()}, tmp)
+    tmp.replace(run_dir / CHECKPOINT)
 
 
 class RunDiverged(RuntimeError):
@@ -67,8 +76,9 @@ def evaluate(trainer: Trainer, splits: Splits, cfg: ExperimentConfig) -> dict[st
     n = cfg.train_eval_limit
     parts = {"train": (splits.train_x[:n], splits.train_y[:n]), "val": (splits.val_x, splits.val_y),
              "test": (splits.test_x, splits.test_y)}
-    out = {f"{split}_acc_{mode}": accuracy(trainer, x, y, mode, cfg.eval_batch_size)
-           for split, (x, y) in parts.items() for mode in trainer.prediction_modes}
+    with autocast(splits.train_x.device, cfg.precision):
+        out = {f"{split}_acc_{mode}": accuracy(trainer, x, y, mode, cfg.eval_batch_size)
+               for split, (x, y) in parts.items() for mode in trainer.prediction_modes}
     trainer.train(True)
     return out
 
@@ -82,7 +92,7 @@ def run_experiment(config: ExperimentConfig, force: bool = False,
     """
     cfg = config.resolve()
     run_dir = Path(cfg.results_dir) / cfg.run_id()
-    if is_done(run_dir) and not force:
+    if is_done(run_dir) and not force and (cfg.save == "none" or (run_dir / CHECKPOINT).exists()):
         return RunResult(run_dir, read_json(run_dir / "summary.json"), reused=True)
 
     # Everything that can fail on bad input fails here, before anything is written.
@@ -99,7 +109,9 @@ def run_experiment(config: ExperimentConfig, force: bool = False,
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
     write_json(run_dir / "config.json", cfg.to_dict())
-    write_json(run_dir / "environment.json", describe_environment(device))
+    numerics = contextlib.ExitStack()
+    write_json(run_dir / "environment.json", {**describe_environment(device), "precision": cfg.precision,
+                                              **numerics.enter_context(run_numerics(device))})
     write_json(run_dir / "measurement.json", {
         "data": {"dataset": splits.name, "source": splits.source, "exact": raw.exact,
                  "train": len(splits.train_y), "val": len(splits.val_y), "test": len(splits.test_y),
@@ -108,7 +120,8 @@ def run_experiment(config: ExperimentConfig, force: bool = False,
                     f"{cfg.train_eval_limit} training samples",
         **{k: v for m in meters for k, v in m.describe().items()}})
     try:
-        summary = _train(cfg, trainer, splits, meters, run_dir, device, on_epoch)
+        with numerics:
+            summary = _train(cfg, trainer, splits, meters, run_dir, device, on_epoch)
     except BaseException as exc:  # record the failure, keep what was written, re-raise
         if not isinstance(exc, RunDiverged):
             write_json(run_dir / "summary.json", {"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
@@ -134,7 +147,7 @@ def _log(cfg: ExperimentConfig, message: str) -> None:
 
 
 def train_epoch(trainer: Trainer, xs: torch.Tensor, ys: torch.Tensor, batch_size: int, meters: list = (),
-                on_step: Callable[[], Any] | None = None) -> dict[str, float]:
+                on_step: Callable[[], Any] | None = None, precision: str = "fp32") -> dict[str, float]:
     """One pass of ``trainer.update`` over already-shuffled tensors; the mean of each loss over the steps.
 
     Losses are summed as tensors and read once at the end (reading one per step would synchronise
@@ -143,15 +156,18 @@ def train_epoch(trainer: Trainer, xs: torch.Tensor, ys: torch.Tensor, batch_size
     sums: dict[str, torch.Tensor] = {}
     steps = range(0, len(ys), batch_size)
     step_contexts = [m for m in meters if m.step_context() is not None]
+    mixed = autocast(xs.device, precision)
     for step, start in enumerate(steps):
         x, y = xs[start:start + batch_size], ys[start:start + batch_size]
         if step_contexts:
             with contextlib.ExitStack() as stack:
                 for meter in step_contexts:
                     stack.enter_context(meter.step_context())
-                losses = trainer.update(x, y)
+                with mixed:
+                    losses = trainer.update(x, y)
         else:
-            losses = trainer.update(x, y)
+            with mixed:
+                losses = trainer.update(x, y)
         for key, value in losses.items():
             sums[key] = sums[key] + value if key in sums else value
         for meter in meters:
@@ -187,7 +203,7 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, meters: list
             meter.start_epoch(epoch)
         bar = tqdm(desc=f"epoch {epoch + 1}/{cfg.epochs}", total=-(-n // bs), leave=False,
                    disable=None if not cfg.quiet else True)
-        mean_losses = train_epoch(trainer, xs, ys, bs, meters, on_step=bar.update)
+        mean_losses = train_epoch(trainer, xs, ys, bs, meters, on_step=bar.update, precision=cfg.precision)
         bar.close()
         row: dict[str, Any] = {"epoch": epoch + 1, "phase": trainer.phase, "data_time_s": data_time}
         for meter in meters:

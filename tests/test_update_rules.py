@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from algorithms import ALGORITHMS, ConfigError
-from algorithms.ff import goodness, unit_length
+from algorithms.ff import cooldown_factor, goodness
 
 LR = 0.1
 SGD = {"optimizer": "sgd", "lr": LR, "momentum": 0.0}
@@ -164,8 +164,10 @@ def test_mf_prediction_modes():
     assert t.inference_parameters("ff") == t.inference_parameters("bp") + 3 * 4
 
 
-def test_ff_gradients_match_hand_computed_goodness_loss():
-    t = make("ff", [4, 5], onepass_head=False, threshold=0.5)
+@pytest.mark.parametrize("normalisation,logit", [("rms", "sum"), ("unit", "mean")])
+def test_ff_gradients_match_hand_computed_goodness_loss(normalisation, logit):
+    threshold = 0.5
+    t = make("ff", [4, 5], onepass_head=False, threshold=threshold, normalisation=normalisation, logit=logit)
     x, y = batch()
     y_neg = (y + 1) % 3
     t.wrong_labels = lambda labels: y_neg
@@ -174,12 +176,18 @@ def test_ff_gradients_match_hand_computed_goodness_loss():
         lin = linear(block)
         grads, outs = [], []
         for inp, sign in ((pos, -1.0), (neg, 1.0)):
-            u = unit_length(inp)
+            # per sample, by hand: RMS (length sqrt(width)) or unit length
+            if normalisation == "rms":
+                u = inp / (inp.pow(2).sum(1, keepdim=True) / inp.shape[1] + 1e-8).sqrt()
+            else:
+                u = inp / (inp.pow(2).sum(1, keepdim=True).sqrt() + 1e-4)
             a = u @ lin.weight.T + lin.bias
             h = a.relu()
-            g = h.pow(2).mean(1)
-            dg = torch.sigmoid(sign * (g - 0.5)) * sign / len(x)  # d/dg of softplus(sign*(g - threshold)), mean over batch
-            da = dg[:, None] * 2 * h / h.shape[1] * (a > 0)
+            width = h.shape[1]
+            z = h.pow(2).sum(1) - threshold * width if logit == "sum" else h.pow(2).sum(1) / width - threshold
+            dz = torch.sigmoid(sign * z) * sign / len(x)  # d/dz of softplus(sign*z), mean over batch
+            dh = 2 * h * (1.0 if logit == "sum" else 1.0 / width)
+            da = dz[:, None] * dh * (a > 0)
             grads.append((da.T @ u, da.sum(0)))
             outs.append(h)
         want[f"net.blocks.{i}.{1 if i == 0 else 0}.weight"] = grads[0][0] + grads[1][0]
@@ -188,6 +196,36 @@ def test_ff_gradients_match_hand_computed_goodness_loss():
     got = step_grads(t, x, y)
     for k in want:
         torch.testing.assert_close(got[k], want[k], msg=k)
+
+
+@pytest.mark.parametrize("embedding", ["overlay", "concat"])
+@pytest.mark.parametrize("normalisation", ["rms", "unit"])
+def test_ff_batched_goodness_equals_one_pass_per_label(embedding, normalisation):
+    t = make("ff", [4, 5], label_embedding=embedding, normalisation=normalisation, label_value=1.7)
+    x, _ = batch(n=7)
+    scores = t.predict(x, "goodness")
+    for label in range(3):
+        h = t.embed(x, torch.full((7,), label))
+        total = 0
+        for block in t.net.blocks:
+            if normalisation == "rms":
+                h = h / (h.pow(2).mean(1, keepdim=True) + 1e-8).sqrt()
+            else:
+                h = h / (h.norm(dim=1, keepdim=True) + 1e-4)
+            h = block(h)
+            total = total + h.pow(2).sum(1)
+        torch.testing.assert_close(scores[:, label], total)
+
+
+def test_ff_cooldown_halves_then_falls_linearly_to_the_last_epoch():
+    assert [cooldown_factor(e, 4) for e in range(4)] == [1.0, 1.0, 1.0, 0.5]
+    assert [round(cooldown_factor(e, 10), 2) for e in range(10)] == [1, 1, 1, 1, 1, 1.0, 0.8, 0.6, 0.4, 0.2]
+    t = make("ff", [4], lr=0.2)
+    t.start_epoch(8, 10)
+    assert all(g["lr"] == pytest.approx(0.2 * 0.4) for opt in t.optimizers for g in opt.param_groups)
+    off = make("ff", [4], lr=0.2, cooldown=False)
+    off.start_epoch(8, 10)
+    assert all(g["lr"] == 0.2 for opt in off.optimizers for g in opt.param_groups)
 
 
 def test_ff_positive_goodness_rises_and_negative_falls():
@@ -237,4 +275,4 @@ def test_ff_onepass_head_reads_neutral_label_activations():
     scores = t.predict(x, "goodness")
     for label in range(3):
         acts = t.layer_activations(t.embed(x, torch.full((5,), label)))
-        torch.testing.assert_close(scores[:, label], sum(goodness(a) for a in acts))
+        torch.testing.assert_close(scores[:, label], sum(goodness(a, "sum") for a in acts))

@@ -218,6 +218,8 @@ def build_network(arch: str, input_shape: tuple[int, ...], num_classes: int, arc
             h = block(h)
             shapes.append(tuple(h.shape[1:]))
     head = None
-    if with_head:
+    if with_head and hasattr(spec, "head"):  # an architecture with a head of its own (resnet: pooling + linear)
+        head = spec.head(shapes[-1], num_classes, layers)
+    elif with_head:
         head = nn.Sequential(nn.Flatten(), layers.linear(math.prod(shapes[-1]), num_classes))
     return Network(blocks, head, shapes)

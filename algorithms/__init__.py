@@ -7,7 +7,7 @@ and architecture. See :mod:`algorithms.base` for the interface.
 from . import bp, dfa, fa, ff, mf, networks  # noqa: F401  (registration side effects)
 from . import cafo  # noqa: F401  (registers cafo-rand, cafo-dfa and the cafo-cnn architecture)
 from . import text_models  # noqa: F401  (registers the embed-mlp architecture on token ids)
-from . import resnet, sff  # noqa: F401  (the resnet architecture; Scalable Forward-Forward)
+from . import fg, mixer, resnet, sff  # noqa: F401  (forward gradient, LocalMixer, resnet, Scalable Forward-Forward)
 from .base import ConfigError, Trainer, TrainerHParams
 from .registry import ALGORITHMS, ARCHITECTURES, UnknownNameError
 

@@ -1,7 +1,14 @@
-"""What a result was measured on: code version, software and hardware."""
+"""What a result was measured on: code version, software and hardware.
+
+Beside the code version, Python, torch and the CPU: the GPU (model, NVML index, MIG state), the
+NVIDIA driver's version (through NVML), ``CUDA_VISIBLE_DEVICES`` as the process saw it, and the
+TF32 settings, which change float32 matmul and convolution results on Ampere and later GPUs.
+Anything this machine cannot tell is recorded as null.
+"""
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -47,4 +54,39 @@ def describe_environment(device: torch.device | str) -> dict:
     }
     if device.type == "cuda":
         env["gpu_model"] = torch.cuda.get_device_name(device)
+    env.update(gpu_environment(device))
     return env
+
+
+def tf32_settings() -> dict:
+    """Whether float32 matmuls and convolutions may run in TF32 (torch's old and new switches)."""
+    def get(read):
+        try:
+            return read()
+        except Exception:  # noqa: BLE001  (a switch this torch does not have)
+            return None
+    return {"matmul_allow_tf32": get(lambda: torch.backends.cuda.matmul.allow_tf32),
+            "cudnn_allow_tf32": get(lambda: torch.backends.cudnn.allow_tf32),
+            "float32_matmul_precision": get(torch.get_float32_matmul_precision),
+            "matmul_fp32_precision": get(lambda: torch.backends.cuda.matmul.fp32_precision),
+            "cudnn_conv_fp32_precision": get(lambda: torch.backends.cudnn.conv.fp32_precision)}
+
+
+def gpu_environment(device: torch.device) -> dict:
+    """Driver version, CUDA_VISIBLE_DEVICES, the GPU's NVML index and MIG state, TF32 settings."""
+    from .measure.nvml import driver_version, import_nvml, locate_gpu, mig_enabled, torch_index
+
+    out = {"nvidia_driver": driver_version(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+           "gpu_nvml_index": None, "gpu_mig": None, "tf32": tf32_settings()}
+    if device.type == "cuda":
+        try:
+            pynvml = import_nvml()
+            pynvml.nvmlInit()
+            try:
+                location = locate_gpu(pynvml, torch_index(device))
+                out["gpu_nvml_index"], out["gpu_mig"] = location.nvml_index, mig_enabled(pynvml, location)
+            finally:
+                pynvml.nvmlShutdown()
+        except Exception as exc:  # noqa: BLE001  (no NVML: the GPU's model from torch is still there)
+            out["gpu_mig"] = f"unknown (NVML: {type(exc).__name__})"
+    return out

@@ -2,7 +2,8 @@
 
 * ``local``: each run in its own Python process, ``jobs`` at a time on this machine. The cores are
   shared between the parallel runs (``OMP_NUM_THREADS``), and where there are several GPUs each
-  process sees one (``CUDA_VISIBLE_DEVICES``). A run's output goes to
+  process sees one (``CUDA_VISIBLE_DEVICES``, taken from the parent's own when it has one:
+  ``gpu_for_slot``). A run's output goes to
   ``<results>/sweeps/logs/<run_id>.log``.
 * ``slurm``: one job array on a Slurm cluster through submitit (``pip install submitit``);
   ``options`` are submitit's executor parameters (``slurm_partition``, ``timeout_min``,
@@ -72,8 +73,9 @@ def local(configs: list[ExperimentConfig], jobs: int = 1, force: bool = False) -
                    PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))
         if jobs > 1:
             env["OMP_NUM_THREADS"] = str(threads)
-            if gpus > 1:
-                env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+            gpu = gpu_for_slot(slot, jobs, os.environ.get("CUDA_VISIBLE_DEVICES"), gpus)
+            if gpu is not None:
+                env["CUDA_VISIBLE_DEVICES"] = gpu
         log_path = Path(cfg.results_dir).parent / "sweeps" / "logs" / f"{cfg.run_id()}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
@@ -125,6 +127,30 @@ def slurm(configs: list[ExperimentConfig], jobs: int = 1, force: bool = False, *
 @LAUNCHERS.register("submitit-local")
 def submitit_local(configs: list[ExperimentConfig], jobs: int = 1, force: bool = False, **options: Any):
     return _submitit(configs, jobs, force, cluster="local", **options)
+
+
+def visible_gpus(parent: str | None, count: int) -> list[str]:
+    """The GPUs this process can hand out, as ``CUDA_VISIBLE_DEVICES`` entries.
+
+    Where the parent has the variable, its own entries (indices or ``GPU-``/``MIG-`` UUIDs of the
+    machine), as many as torch sees (``count``: CUDA stops at the first invalid entry); else the
+    indices ``0 .. count-1``. A child given ``str(slot)`` instead would land on the machine's GPU of
+    that number, outside the parent's set."""
+    if parent is not None:
+        return [e.strip() for e in parent.split(",") if e.strip()][:count]
+    return [str(i) for i in range(count)]
+
+
+def gpu_for_slot(slot: int, jobs: int, parent: str | None, count: int) -> str | None:
+    """``CUDA_VISIBLE_DEVICES`` for the local launcher's parallel slot ``slot``, or None to inherit the parent's.
+
+    One GPU per slot, round robin over the parent's visible GPUs, when several jobs run and several
+    GPUs are visible. With more jobs than GPUs some share one; their energy meters see the other
+    process on the board and record its energy as not measurable (``benchmarks/measure/energy.py``)."""
+    gpus = visible_gpus(parent, count)
+    if jobs <= 1 or len(gpus) <= 1:
+        return None
+    return gpus[slot % len(gpus)]
 
 
 def _cuda_device_count() -> int:

@@ -27,7 +27,7 @@ from algorithms.base import Trainer
 from .config import ExperimentConfig
 from .datasets import Splits, load_dataset, prepare_splits
 from .environment import describe_environment
-from .measure import METERS, RunContext, synchronize
+from .measure import METERS, RunContext, close_meters, synchronize
 from .numerics import autocast, run_numerics
 from .runs import append_jsonl, is_done, mark_done, read_json, write_json
 
@@ -126,6 +126,8 @@ def run_experiment(config: ExperimentConfig, force: bool = False,
         if not isinstance(exc, RunDiverged):
             write_json(run_dir / "summary.json", {"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
         raise
+    finally:  # a pruned trial or an out-of-memory error must not leave NVML, threads or trackers running
+        close_meters(meters)
     return RunResult(run_dir, summary, reused=False)
 
 
@@ -197,6 +199,7 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, meters: list
         t0 = time.perf_counter()
         perm = torch.randperm(n, generator=generator).to(device)
         xs, ys = splits.train_x[perm], splits.train_y[perm]
+        ctx.epoch_data = (xs, ys)  # memory meters leave this copy of the split out
         synchronize(device)
         data_time = time.perf_counter() - t0
         for meter in meters:
@@ -206,7 +209,7 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, meters: list
         mean_losses = train_epoch(trainer, xs, ys, bs, meters, on_step=bar.update, precision=cfg.precision)
         bar.close()
         row: dict[str, Any] = {"epoch": epoch + 1, "phase": trainer.phase, "data_time_s": data_time}
-        for meter in meters:
+        for meter in reversed(meters):  # nested: the last started (the clock) ends first
             row.update(meter.end_epoch(epoch))
         row.update(mean_losses)
         if not math.isfinite(row["loss"]):

@@ -16,13 +16,14 @@ import time
 import uuid
 from pathlib import Path
 
-import optuna
 import pytest
 
-from algorithms import ALGORITHMS
-from algorithms.search_spaces import common_space, search_space
-from benchmarks.config import ExperimentConfig
-from benchmarks.tuning import (HeartbeatJournalStorage, TuningError, arch_label, database_url, default_params,
+optuna = pytest.importorskip("optuna", reason="optuna is not installed (optional dependency 'tune')")
+
+from algorithms import ALGORITHMS  # noqa: E402
+from algorithms.search_spaces import common_space, search_space  # noqa: E402
+from benchmarks.config import ExperimentConfig  # noqa: E402
+from benchmarks.tuning import (HeartbeatJournalStorage, TuningError, arch_label, database_url, default_params,  # noqa: E402
                                load_params_file, make_storage, trial_config, tune)
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,9 +8,10 @@ about meters. Meters are selected by name in the config's ``measure`` list.
 
 from __future__ import annotations
 
-from .base import METERS, Meter, RunContext, synchronize
+from .base import METERS, Meter, RunContext, close_meters, synchronize
 from . import timing  # noqa: F401  (registers "time")
-from . import memory  # noqa: F401  (registers "cpu-memory", "cuda-memory", "cuda-memory-history", "memory")
+from . import memory  # noqa: F401  (registers "cpu-memory")
+from . import cuda_memory  # noqa: F401  (registers "cuda-memory", "cuda-memory-history", "memory")
 from . import energy  # noqa: F401  (registers "energy")
 
-__all__ = ["METERS", "Meter", "RunContext", "synchronize"]
+__all__ = ["METERS", "Meter", "RunContext", "close_meters", "synchronize"]

@@ -3,128 +3,59 @@
 Meter ``energy`` (select it in a config's ``measure`` list) uses every source this machine has and
 records which one gave each figure:
 
-* **NVML** (NVIDIA GPUs, through ``nvidia-ml-py``, whose module is called ``pynvml``; the
-  deprecated *package* named ``pynvml`` is refused): the GPU's total-energy counter
-  (``nvmlDeviceGetTotalEnergyConsumption``, millijoules since the driver loaded), read with the
-  device synchronised at the start and end of every epoch's training steps and of the run. Where
-  the counter is unsupported (GPUs before Volta), a thread samples ``nvmlDeviceGetPowerUsage``
-  every ``POWER_SAMPLE_S`` and integrates it (trapezoids). This is the GPU board only.
+* **NVML** (NVIDIA GPUs, through ``nvidia-ml-py``; ``benchmarks/measure/nvml.py``): the board's
+  total-energy counter, read with the device synchronised at the start and end of every epoch's
+  training steps and of the run. Where reading the counter fails for any reason (unsupported
+  before Volta, no permission, an unknown NVML error) a thread samples the board's power every
+  ``POWER_SAMPLE_S`` and integrates it; the counter's error is recorded. GPU board only.
 * **CodeCarbon** ``OfflineEmissionsTracker`` from the start to the end of the run (training and
-  evaluation), every setting passed explicitly, one CSV per run in the run folder
-  (``codecarbon.csv``). It measures the GPU through NVML and the CPU through RAPL where the kernel
-  exposes it; elsewhere (no ``/sys/class/powercap``, as in most containers and VMs) it *estimates*
-  CPU power from a TDP table or a default per thread times the CPU load, and RAM power from its
-  size. Its figures are then recorded as estimates, with the method it used.
+  evaluation, epoch 1 included), every setting passed explicitly, one CSV per run in the run folder
+  (``codecarbon.csv``). Its ``gpu_ids`` are NVML indices: the run's own board, matched by PCI bus id
+  (``nvml.locate_gpu``), and none at all for a run on the CPU, so that a CPU run on a GPU host does
+  not add the idle power of every GPU. It measures the CPU through RAPL where the kernel exposes
+  it; elsewhere it *estimates* CPU power from a TDP table or a default per thread times the CPU
+  load, and RAM power from its size; such figures are recorded as estimates, with the method.
 
-The run summary's ``energy`` block: ``energy_j`` and ``source`` (NVML if present, else CodeCarbon,
-flagged ``estimate`` when it estimated), the per-source details, CO2 from CodeCarbon with the
-country it assumed. With neither source, ``{"energy_j": null, "source": "not measured here",
-"reason": ...}``: never an invented number.
+What is not measurable is said, never booked:
+
+* **MIG**: a slice's process uses part of a board whose counter and power are the whole board's:
+  NVML energy is "not measurable per MIG slice", and CodeCarbon is given no GPU.
+* **A shared board** (two jobs on one GPU, e.g. ``--jobs 2`` on a one-GPU machine): the counter
+  books every process's energy. Other compute processes are looked for at the run's start and at
+  every epoch's end; where one was seen, the NVML figures go to ``energy.nvml_shared`` (kept for
+  inspection, with the PIDs) instead of ``energy.nvml``, and the summary's ``energy_j`` is not
+  taken from them. Where NVML cannot list processes, ``shared_check`` says so.
+
+The figures leave out epoch 1 (CUDA start-up, allocator growth, kernel selection) where there are
+several epochs: ``nvml.train_steps_energy_j`` is the energy of the training steps of the epochs
+after the first, ``train_steps_energy_all_j`` of every epoch, ``first_epoch_energy_j`` of the first,
+``run_energy_j`` from the run's start to its end (evaluation included). The summary's ``energy_j``:
+NVML's steady-state training steps where NVML measured, else CodeCarbon's whole run (flagged
+``estimate`` when it estimated), else ``{"energy_j": null, "source": "not measured here", "reason": ...}``.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .base import METERS, Meter, synchronize
+from .nvml import POWER_SAMPLE_S, NVMLEnergy, import_nvml, locate_gpu, mig_enabled, other_processes, torch_index
+from .timing import steady_state
 
-POWER_SAMPLE_S = 0.1  # power-sampling interval of the fallback; NVML's own power average updates ~every 0.1 s
+__all__ = ["EnergyMeter", "NOT_MEASURED", "POWER_SAMPLE_S", "import_nvml", "summarise_energy"]
+
 CODECARBON_POWER_S = 1.0  # CodeCarbon's sampling interval; quick runs last seconds, its default (15 s) would miss them
 CODECARBON_FILE = "codecarbon.csv"
 # CodeCarbon needs a country for grams of CO2 per kWh (offline it cannot locate the machine); it does not
 # change the energy. Set BPFREE_CO2_COUNTRY (ISO 3166 alpha-3) to where the machine actually is.
 DEFAULT_COUNTRY = "USA"
 NOT_MEASURED = "not measured here"
-
-
-# -- NVML ----------------------------------------------------------------------------------------
-
-def import_nvml():
-    """The ``pynvml`` module from nvidia-ml-py; refuses the deprecated ``pynvml`` distribution."""
-    try:
-        providers = importlib.metadata.packages_distributions().get("pynvml", [])
-    except Exception:  # noqa: BLE001  (metadata unreadable: judge by import below)
-        providers = []
-    if "pynvml" in providers:
-        raise RuntimeError("the deprecated 'pynvml' package provides the pynvml module here; "
-                           "uninstall it and install nvidia-ml-py")
-    try:
-        import pynvml
-    except ImportError:
-        raise RuntimeError("nvidia-ml-py is not installed (pip install nvidia-ml-py)") from None
-    if providers and "nvidia-ml-py" not in providers:
-        raise RuntimeError(f"module pynvml comes from {providers}, not nvidia-ml-py")
-    return pynvml
-
-
-def _nvml_handle(pynvml, device: torch.device):
-    """NVML handle of the torch CUDA device (matched by PCI bus id, since indices can differ)."""
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    props = torch.cuda.get_device_properties(index)
-    try:
-        bus = f"{props.pci_domain_id:08x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
-        return pynvml.nvmlDeviceGetHandleByPciBusId(bus), bus
-    except Exception:  # noqa: BLE001  (older torch or driver: fall back to the index)
-        return pynvml.nvmlDeviceGetHandleByIndex(index), f"index {index}"
-
-
-class NVMLEnergy:
-    """Joules used by one GPU, from its energy counter or, failing that, from sampled power."""
-
-    def __init__(self, device: torch.device):
-        self.pynvml = pynvml = import_nvml()
-        pynvml.nvmlInit()
-        self.handle, self.where = _nvml_handle(pynvml, device)
-        self.name = pynvml.nvmlDeviceGetName(self.handle)
-        self.name = self.name.decode() if isinstance(self.name, bytes) else self.name
-        try:
-            pynvml.nvmlDeviceGetTotalEnergyConsumption(self.handle)
-            self.method = "counter"
-        except pynvml.NVMLError_NotSupported:
-            self.method = "power sampling"
-            self.samples: list[tuple[float, float]] = []
-            self.stop_flag = threading.Event()
-            self.thread = threading.Thread(target=self._sample, daemon=True, name="nvml-power")
-            self._sample_once()
-            self.thread.start()
-
-    def _sample_once(self) -> None:
-        watts = self.pynvml.nvmlDeviceGetPowerUsage(self.handle) / 1000.0  # milliwatts
-        self.samples.append((time.perf_counter(), watts))
-
-    def _sample(self) -> None:
-        while not self.stop_flag.wait(POWER_SAMPLE_S):
-            self._sample_once()
-
-    def read(self) -> float:
-        """A reading in joules: the counter, or the integral of sampled power up to now."""
-        if self.method == "counter":
-            return self.pynvml.nvmlDeviceGetTotalEnergyConsumption(self.handle) / 1000.0  # millijoules
-        self._sample_once()
-        samples = list(self.samples)
-        return sum((t1 - t0) * (w0 + w1) / 2 for (t0, w0), (t1, w1) in zip(samples, samples[1:]))
-
-    def close(self) -> None:
-        if self.method == "power sampling":
-            self.stop_flag.set()
-            self.thread.join(timeout=1)
-        try:
-            self.pynvml.nvmlShutdown()
-        except Exception:  # noqa: BLE001
-            pass
-
-    def describe(self) -> str:
-        if self.method == "counter":
-            return f"NVML total-energy counter of {self.name} ({self.where}), GPU board only"
-        return (f"NVML power of {self.name} ({self.where}) sampled every {POWER_SAMPLE_S} s and integrated "
-                "(the energy counter is not supported on this GPU), GPU board only")
+MIG_REASON = ("the GPU is a MIG slice (or on a MIG-partitioned board): NVML's energy and power are the whole "
+              "board's, so energy is not measurable per slice")
 
 
 # -- CodeCarbon ----------------------------------------------------------------------------------
@@ -140,7 +71,7 @@ def codecarbon_settings(run_dir: Path, project: str, gpu_ids: list[int] | None) 
                 allow_multiple_runs=True)  # parallel local jobs would otherwise refuse each other's lock file
 
 
-def codecarbon_method(tracker) -> dict[str, Any]:
+def codecarbon_method(tracker, gpu_ids: list[int] | None = None) -> dict[str, Any]:
     """How CodeCarbon got each component: measured (RAPL, NVML) or estimated (TDP, load, RAM size)."""
     parts = {}
     for hw in getattr(tracker, "_hardware", []):
@@ -151,7 +82,8 @@ def codecarbon_method(tracker) -> dict[str, Any]:
             parts["cpu"] = (f"measured ({mode})" if measured else
                             f"estimated ({mode}: TDP table or default watts per thread, times CPU load)")
         elif kind == "GPU":
-            parts["gpu"] = "measured (NVML via CodeCarbon)"
+            parts["gpu"] = (f"measured (NVML via CodeCarbon, NVML index {gpu_ids})" if gpu_ids
+                            else "not tracked (no GPU of this run's is measurable: a CPU run, or a MIG slice)")
         elif kind == "RAM":
             parts["ram"] = "estimated from installed RAM size"
         else:
@@ -166,6 +98,7 @@ class CodeCarbonEnergy:
         from codecarbon import OfflineEmissionsTracker
 
         logging.getLogger("codecarbon").setLevel(logging.ERROR)  # its log_level applies only after init logs
+        self.gpu_ids = gpu_ids
         self.settings = codecarbon_settings(run_dir, project, gpu_ids)
         kwargs = dict(self.settings)
         try:
@@ -176,19 +109,41 @@ class CodeCarbonEnergy:
             kwargs.update(save_to_file=True, save_to_api=False, save_to_logger=False, save_to_prometheus=False)
         self.tracker = OfflineEmissionsTracker(**kwargs)
         self.tracker.start()
+        self.stopped = False
 
     def stop(self) -> dict[str, Any]:
+        self.stopped = True
         self.tracker.stop()
         data = self.tracker.final_emissions_data
-        method = codecarbon_method(self.tracker)
+        method = codecarbon_method(self.tracker, self.gpu_ids)
         estimate = any(v.startswith("estimated") for v in method.values())
         return {"energy_j": data.energy_consumed * 3.6e6,  # kWh -> J
                 "cpu_energy_j": data.cpu_energy * 3.6e6, "gpu_energy_j": data.gpu_energy * 3.6e6,
                 "ram_energy_j": data.ram_energy * 3.6e6, "co2_kg": data.emissions,
                 "country_iso_code": data.country_iso_code, "duration_s": data.duration,
                 "method": method, "estimate": estimate, "codecarbon_version": data.codecarbon_version,
-                "file": CODECARBON_FILE,
+                "file": CODECARBON_FILE, "includes_first_epoch": True,
                 "settings": {k: v for k, v in self.settings.items() if k not in ("output_dir",)}}
+
+    def close(self) -> None:
+        """Stop the tracker's scheduler thread if ``stop`` was never reached (a failed run)."""
+        if not self.stopped:
+            self.stopped = True
+            self.tracker.stop()
+
+
+def codecarbon_gpu_ids(device: torch.device, nvml_index: int | None, mig: bool | None) -> tuple[list[int], str | None]:
+    """CodeCarbon's ``gpu_ids`` (NVML indices) for a run on ``device``, and why the GPU is left out, if it is.
+
+    Never None: CodeCarbon reads None as "every GPU of the machine" (or CUDA_VISIBLE_DEVICES' entries
+    taken as NVML indices), which books idle boards to a CPU run and the wrong board to a GPU run."""
+    if device.type != "cuda":
+        return [], None
+    if mig:
+        return [], MIG_REASON
+    if nvml_index is None:
+        return [], "the run's GPU could not be matched to an NVML index, so CodeCarbon measures no GPU"
+    return [nvml_index], None
 
 
 # -- the meter -----------------------------------------------------------------------------------
@@ -199,35 +154,74 @@ class EnergyMeter(Meter):
 
     def __init__(self, use_nvml: bool = True, use_codecarbon: bool = True):
         self.use_nvml, self.use_codecarbon = use_nvml, use_codecarbon
+        self.nvml = self.codecarbon = None
 
     def start_run(self, ctx) -> None:
         super().start_run(ctx)
         self.nvml = self.codecarbon = None
         self.reasons: dict[str, str] = {}
+        self.others: set[int] = set()
+        self.shared_check: str = "not applicable (no NVML)"
+        self.epoch_j: list[float] = []
         device = torch.device(ctx.device)
-        if not self.use_nvml:
-            self.reasons["nvml"] = "NVML not requested"
-        elif device.type != "cuda":
+        nvml_index, mig = None, None
+        if device.type == "cuda":
+            nvml_index, mig = self._open_nvml(device)
+        elif self.use_nvml:
             self.reasons["nvml"] = f"the run is on {device}, not on an NVIDIA GPU"
         else:
-            try:
-                self.nvml = NVMLEnergy(device)
-            except Exception as exc:  # noqa: BLE001  (any failure: say why, measure what else there is)
-                self.reasons["nvml"] = f"NVML unavailable: {type(exc).__name__}: {exc}"
+            self.reasons["nvml"] = "NVML not requested"
         if not self.use_codecarbon:
             self.reasons["codecarbon"] = "CodeCarbon not requested"
         else:
-            gpu_ids = None
-            if device.type == "cuda":
-                gpu_ids = [device.index if device.index is not None else torch.cuda.current_device()]
+            gpu_ids, why = codecarbon_gpu_ids(device, nvml_index, mig)
+            if why:
+                self.reasons["codecarbon_gpu"] = why
             try:
                 self.codecarbon = CodeCarbonEnergy(Path(ctx.run_dir), Path(ctx.run_dir).name, gpu_ids)
             except Exception as exc:  # noqa: BLE001
                 self.reasons["codecarbon"] = f"CodeCarbon unavailable: {type(exc).__name__}: {exc}"
-        self.epoch_j: list[float] = []
         if self.nvml is not None:
+            self._look_for_other_processes()
             synchronize(device)
             self.run_start = self.nvml.read()
+
+    def _open_nvml(self, device: torch.device) -> tuple[int | None, bool | None]:
+        """Open NVML on the run's board unless it is a MIG slice; (NVML index, MIG state) for CodeCarbon."""
+        try:
+            pynvml = import_nvml()
+            pynvml.nvmlInit()
+        except Exception as exc:  # noqa: BLE001  (any failure: say why, measure what else there is)
+            self.reasons["nvml"] = f"NVML unavailable: {type(exc).__name__}: {exc}"
+            return None, None
+        try:
+            location = locate_gpu(pynvml, torch_index(device))
+            mig = mig_enabled(pynvml, location)
+            if mig:
+                self.reasons["nvml"] = MIG_REASON
+            elif self.use_nvml:
+                self.nvml = NVMLEnergy(pynvml, location)
+            else:
+                self.reasons["nvml"] = "NVML not requested"
+            return location.nvml_index, mig
+        except Exception as exc:  # noqa: BLE001
+            self.reasons["nvml"] = f"NVML unavailable: {type(exc).__name__}: {exc}"
+            return None, None
+        finally:
+            if self.nvml is None:
+                try:
+                    pynvml.nvmlShutdown()
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def _look_for_other_processes(self) -> None:
+        pids = other_processes(self.nvml.pynvml, self.nvml.handle)
+        if pids is None:
+            self.shared_check = "NVML could not list the board's processes: sharing not checked"
+        else:
+            self.others.update(pids)
+            if not self.shared_check.startswith("NVML could not"):
+                self.shared_check = "compute processes listed at the run's start and every epoch's end"
 
     def start_epoch(self, epoch: int) -> None:
         if self.nvml is not None:
@@ -240,38 +234,67 @@ class EnergyMeter(Meter):
         synchronize(self.ctx.device)
         joules = self.nvml.read() - self.epoch_start
         self.epoch_j.append(joules)
+        self._look_for_other_processes()
         return {"gpu_energy_j": joules}
 
     def end_run(self) -> dict:
         out: dict[str, Any] = {}
         if self.nvml is not None:
             synchronize(self.ctx.device)
-            out["nvml"] = {"energy_j": self.nvml.read() - self.run_start, "method": self.nvml.method,
-                           "train_steps_energy_j": sum(self.epoch_j), "describe": self.nvml.describe()}
-            self.nvml.close()
+            steady, excluded = steady_state(self.epoch_j)
+            block = {"energy_j": sum(steady), "train_steps_energy_j": sum(steady),
+                     "train_steps_energy_all_j": sum(self.epoch_j),
+                     "first_epoch_energy_j": self.epoch_j[0] if self.epoch_j else None,
+                     "excludes_first_epoch": excluded, "run_energy_j": self.nvml.read() - self.run_start,
+                     "method": self.nvml.method, "counter_error": self.nvml.counter_error,
+                     "gpu": self.nvml.name, "nvml_index": self.nvml.location.nvml_index,
+                     "matched_by": self.nvml.location.matched_by, "shared_check": self.shared_check,
+                     "describe": self.nvml.describe()}
+            if self.others:
+                block["other_pids"] = sorted(self.others)
+                out["nvml_shared"] = block
+                self.reasons["nvml"] = (f"the GPU board was shared with {len(self.others)} other process(es) "
+                                        "during the run: its energy counter books theirs too, so NVML's figures "
+                                        "are kept under nvml_shared and not used")
+            else:
+                out["nvml"] = block
         if self.codecarbon is not None:
             try:
                 out["codecarbon"] = self.codecarbon.stop()
             except Exception as exc:  # noqa: BLE001
                 self.reasons["codecarbon"] = f"CodeCarbon failed at stop: {type(exc).__name__}: {exc}"
+        self.close()
         return {"energy": summarise_energy(out, self.reasons)}
+
+    def close(self) -> None:
+        if self.nvml is not None:
+            self.nvml.close()
+        if self.codecarbon is not None:
+            try:
+                self.codecarbon.close()
+            except Exception:  # noqa: BLE001  (a tracker that cannot stop has nothing left to release)
+                pass
 
     def describe(self) -> dict:
         return {"energy": (
-            "GPU: NVML total-energy counter (nvidia-ml-py), device synchronised at each reading, per epoch over "
-            f"the training steps and for the whole run; power sampled every {POWER_SAMPLE_S} s and integrated "
-            "where the counter is unsupported. Whole run (training and evaluation): CodeCarbon "
-            f"OfflineEmissionsTracker, settings explicit, measure_power_secs={CODECARBON_POWER_S}, "
-            f"tracking_mode=process, file {CODECARBON_FILE}; its CPU figure is an estimate where RAPL is "
-            "missing. summary.energy.source says which gave energy_j; 'not measured here' when none could")}
+            "GPU: NVML total-energy counter (nvidia-ml-py) of the run's board (matched by PCI bus id), device "
+            "synchronised at each reading, per epoch over the training steps and for the whole run; power sampled "
+            f"every {POWER_SAMPLE_S} s and integrated where the counter fails; not measured on a MIG slice; "
+            "figures of a board shared with other processes kept apart (nvml_shared) and not used; "
+            "train_steps_energy_j leaves out epoch 1 when there are several. Whole run (training and evaluation): "
+            f"CodeCarbon OfflineEmissionsTracker, settings explicit, gpu_ids = the run's NVML index (none on the "
+            f"CPU), measure_power_secs={CODECARBON_POWER_S}, tracking_mode=process, file {CODECARBON_FILE}; its CPU "
+            "figure is an estimate where RAPL is missing. summary.energy.source says which gave energy_j; "
+            "'not measured here' when none could")}
 
 
 def summarise_energy(parts: dict[str, Any], reasons: dict[str, str]) -> dict[str, Any]:
     """The summary block: the primary figure and its source, then every source's details."""
     out: dict[str, Any] = dict(parts)
     if "nvml" in parts:
-        out.update(energy_j=parts["nvml"]["energy_j"], source=f"nvml ({parts['nvml']['method']}), GPU only",
-                   estimate=False)
+        nv = parts["nvml"]
+        steps = "training steps after epoch 1" if nv.get("excludes_first_epoch") else "training steps"
+        out.update(energy_j=nv["energy_j"], source=f"nvml ({nv['method']}), GPU only, {steps}", estimate=False)
     elif "codecarbon" in parts:
         cc = parts["codecarbon"]
         out.update(energy_j=cc["energy_j"], source="codecarbon", estimate=cc["estimate"])

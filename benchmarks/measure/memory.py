@@ -12,13 +12,12 @@ Meters (select them in a config's ``measure`` list):
   attributes for ``torch.optim.Optimizer`` objects) and the process's resident set size (RSS)
   from ``/proc/self/statm``; on Linux the RSS peak within each step is read from ``VmHWM`` after
   resetting it through ``/proc/self/clear_refs``.
-* ``cuda-memory``: ``torch.cuda.memory_allocated`` / ``memory_reserved`` after every step and the
-  allocator's peak within every step (``reset_peak_memory_stats`` before it); no device
-  synchronisation is needed, the caching allocator counts on the host when work is queued.
-* ``cuda-memory-history``: ``cuda-memory`` plus ``torch.cuda.memory._record_memory_history`` for
-  the first epoch, dumped as ``cuda_memory_snapshot.pickle`` (open it at pytorch.org/memory_viz).
-* ``memory``: ``cpu-memory`` everywhere plus ``cuda-memory`` when the run is on a CUDA device, so
-  one spec serves both machines.
+* ``cuda-memory``, ``cuda-memory-history`` and ``memory`` (``cpu-memory`` plus ``cuda-memory`` on a
+  CUDA device) live in ``cuda_memory.py``.
+
+A batch is a view of the epoch's shuffled copy of the training split; where autograd saves it (the
+first layer's input), it counts as the batch's own bytes, not as the whole copy whose storage it
+shares (``RunContext.epoch_data``).
 
 Every step's figures go to a timeline file in the run folder (``memory_cpu.jsonl``,
 ``memory_cuda.jsonl``, one row per step); the first ``TRACE_STEPS`` steps of each epoch are also
@@ -98,7 +97,10 @@ def reset_rss_peak() -> bool:
 # -- autograd saved tensors ----------------------------------------------------------------------
 
 class SavedTensorCounter:
-    """Live and peak bytes of the distinct storages the autograd graph keeps for backward."""
+    """Live and peak bytes of the distinct storages the autograd graph keeps for backward.
+
+    A saved tensor whose storage is in ``view_ptrs`` (a batch sliced out of the epoch's data)
+    counts as its own bytes, keyed by its address and size, instead of its whole storage."""
 
     def __init__(self, exclude_ptrs: set[int] = frozenset(), trace: list | None = None, t0: float = 0.0):
         self.exclude = set(exclude_ptrs)
@@ -106,7 +108,10 @@ class SavedTensorCounter:
         self.live = 0
         self.peak = 0
         self.saved_calls = 0
-        self.lock = threading.Lock()  # on CUDA, backward nodes run (and release) on another thread
+        # Re-entrant: on CUDA backward nodes run (and release) on another thread, and a release can also
+        # come from a finaliser (garbage collection) on the very thread that already holds the lock.
+        self.lock = threading.RLock()
+        self.view_ptrs: set[int] = set()  # storages whose saved views count as their own bytes (the epoch's data)
         self.trace = trace
         self.t0 = t0
 
@@ -118,7 +123,7 @@ class SavedTensorCounter:
         if self.trace is not None:
             self.trace.append((time.perf_counter() - self.t0, self.live))
 
-    def add(self, ptr: int, nbytes: int) -> None:
+    def add(self, ptr, nbytes: int) -> None:
         with self.lock:
             self.saved_calls += 1
             entry = self.refs.get(ptr)
@@ -130,7 +135,7 @@ class SavedTensorCounter:
             else:
                 entry[1] += 1
 
-    def release(self, ptr: int) -> None:
+    def release(self, ptr) -> None:
         with self.lock:
             entry = self.refs.get(ptr)
             if entry is None:
@@ -160,7 +165,11 @@ class SavedTensorCounter:
             try:
                 storage = tensor.untyped_storage()
                 p = storage.data_ptr()
-                if p and p not in counter.exclude:
+                if p and p in counter.view_ptrs:
+                    nbytes = tensor.numel() * tensor.element_size()
+                    ptr = (tensor.data_ptr(), nbytes)
+                    counter.add(ptr, nbytes)
+                elif p and p not in counter.exclude:
                     ptr = p
                     counter.add(p, storage.nbytes())
             except (RuntimeError, NotImplementedError):  # tensors without a plain storage
@@ -282,6 +291,7 @@ class CPUMemoryMeter(_StepPeaks):
         self.epoch_step = 0
         self.phase = self.ctx.trainer.phase  # the runner calls trainer.start_epoch first
         self.epoch_peaks: dict[str, dict[str, float]] = {}
+        self.counter.view_ptrs = _storage_ptrs(t for t in self.ctx.epoch_data if isinstance(t, torch.Tensor))
 
     def step_context(self):
         return self._step()
@@ -328,7 +338,8 @@ class CPUMemoryMeter(_StepPeaks):
         return {"cpu-memory": (
             "saved_peak_bytes: peak within each training step of the bytes of distinct tensor storages the "
             "autograd graph keeps for backward (torch.autograd.graph.saved_tensors_hooks; parameters and "
-            "buffers left out; released when autograd drops them); state_bytes: parameters, buffers, gradients "
+            "buffers left out; a saved batch, a view of the epoch's shuffled data, counted as its own bytes; "
+            "released when autograd drops them); state_bytes: parameters, buffers, gradients "
             "and optimiser state after the step; peak_bytes = state_bytes + saved_peak_bytes; rss_bytes: "
             "resident set size after the step (/proc/self/statm); rss_peak_bytes: VmHWM within the step after "
             "resetting it via /proc/self/clear_refs" + ("" if getattr(self, "hwm_ok", True) else
@@ -337,138 +348,3 @@ class CPUMemoryMeter(_StepPeaks):
               f"{TIMELINE_EVERY}th after (peaks over every step), the first {TRACE_STEPS} steps of each epoch event by "
               f"event in {self.trace_file}; the hooks slow training, so epoch times of this run are not "
               "timing figures")}
-
-
-# -- CUDA ----------------------------------------------------------------------------------------
-
-def require_cuda(device: torch.device, meter: str) -> int:
-    """The CUDA device index, or a one-line error saying the meter is not available here."""
-    if not torch.cuda.is_available():
-        raise MeterUnavailable(f"{meter}: not available here (no CUDA device visible to torch "
-                               f"{torch.__version__}); use cpu-memory or memory")
-    if torch.device(device).type != "cuda":
-        raise MeterUnavailable(f"{meter}: not available here (the run is on {device}, not on a CUDA device)")
-    d = torch.device(device)
-    return d.index if d.index is not None else torch.cuda.current_device()
-
-
-@METERS.register("cuda-memory")
-class CUDAMemoryMeter(_StepPeaks):
-    name = "cuda-memory"
-    timeline = "memory_cuda.jsonl"
-    record_history = False
-    KEYS = ["allocated_bytes", "reserved_bytes", "step_peak_allocated_bytes", "step_peak_reserved_bytes"]
-    prefix = "cuda"
-
-    def start_run(self, ctx) -> None:
-        super().start_run(ctx)
-        self.index = require_cuda(ctx.device, self.name)
-        self.t0 = time.perf_counter()
-        self.peaks: dict[str, dict[str, float]] = {}
-        self.steps = 0
-        self.step = 0
-        self.baseline = torch.cuda.memory_allocated(self.index)
-        if self.record_history:
-            torch.cuda.memory._record_memory_history(max_entries=100_000)  # bounded: a long run stays small
-            self.recording = True
-
-    def start_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        self.epoch_step = 0
-        self.phase = self.ctx.trainer.phase
-        self.epoch_peaks: dict[str, dict[str, float]] = {}
-
-    def step_context(self):
-        return self._step()
-
-    @contextlib.contextmanager
-    def _step(self):
-        torch.cuda.reset_peak_memory_stats(self.index)
-        yield
-
-    def after_step(self) -> None:
-        i = self.index
-        row = {"epoch": self.epoch + 1, "step": self.step, "phase": self.phase, "t_s": time.perf_counter() - self.t0,
-               "allocated_bytes": torch.cuda.memory_allocated(i), "reserved_bytes": torch.cuda.memory_reserved(i),
-               "step_peak_allocated_bytes": torch.cuda.max_memory_allocated(i),
-               "step_peak_reserved_bytes": torch.cuda.max_memory_reserved(i)}
-        if self.epoch_step < TIMELINE_HEAD or self.epoch_step % TIMELINE_EVERY == 0:
-            append_jsonl(Path(self.ctx.run_dir) / self.timeline, row)
-        self._record(row)
-        self.step += 1
-        self.epoch_step += 1
-
-    def end_epoch(self, epoch: int) -> dict:
-        if self.record_history and getattr(self, "recording", False):
-            torch.cuda.memory._dump_snapshot(str(Path(self.ctx.run_dir) / "cuda_memory_snapshot.pickle"))
-            torch.cuda.memory._record_memory_history(enabled=None)
-            self.recording = False
-        return super().end_epoch(epoch)
-
-    def end_run(self) -> dict:
-        if getattr(self, "recording", False):
-            torch.cuda.memory._record_memory_history(enabled=None)
-        return super().end_run()
-
-    def _extra(self) -> dict:
-        return {"baseline_allocated_bytes": self.baseline, "device_name": torch.cuda.get_device_name(self.index)}
-
-    def describe(self) -> dict:
-        text = ("torch.cuda.memory_allocated/memory_reserved after every step; step_peak_*: "
-                "max_memory_allocated/max_memory_reserved within the step after reset_peak_memory_stats; "
-                f"rows in {self.timeline} for the first {TIMELINE_HEAD} steps of each epoch and every "
-                f"{TIMELINE_EVERY}th after; peaks over every step, per phase, in the summary")
-        if self.record_history:
-            text += "; allocator history of epoch 1 in cuda_memory_snapshot.pickle (torch.cuda.memory._dump_snapshot)"
-        return {self.name: text}
-
-
-@METERS.register("cuda-memory-history")
-class CUDAMemoryHistoryMeter(CUDAMemoryMeter):
-    name = "cuda-memory-history"
-    record_history = True
-
-
-@METERS.register("memory")
-class MemoryMeter(Meter):
-    """``cpu-memory`` on every device, plus ``cuda-memory`` when the run is on CUDA."""
-
-    name = "memory"
-
-    def start_run(self, ctx) -> None:
-        super().start_run(ctx)
-        self.parts: list[Meter] = [CPUMemoryMeter()]
-        if torch.device(ctx.device).type == "cuda":
-            self.parts.append(CUDAMemoryMeter())
-        for part in self.parts:
-            part.start_run(ctx)
-
-    def start_epoch(self, epoch: int) -> None:
-        for part in self.parts:
-            part.start_epoch(epoch)
-
-    def step_context(self):
-        return self._step()
-
-    @contextlib.contextmanager
-    def _step(self):  # entered only when the runner enters it, like the parts' own contexts
-        with contextlib.ExitStack() as stack:
-            for part in self.parts:
-                stack.enter_context(part.step_context())
-            yield
-
-    def after_step(self) -> None:
-        for part in self.parts:
-            part.after_step()
-
-    def end_epoch(self, epoch: int) -> dict:
-        return {k: v for part in self.parts for k, v in part.end_epoch(epoch).items()}
-
-    def end_run(self) -> dict:
-        return {k: v for part in self.parts for k, v in part.end_run().items()}
-
-    def describe(self) -> dict:
-        out = CPUMemoryMeter().describe()
-        out["cuda-memory"] = ("on a CUDA device: " + CUDAMemoryMeter().describe()["cuda-memory"]
-                              + "; on the CPU: not measured (no CUDA allocator)")
-        return out

@@ -18,8 +18,10 @@ from typing import Any
 from algorithms import ALGORITHMS, ARCHITECTURES, ConfigError
 from algorithms.base import dataclass_from_dict
 
-# Fields that say where things are, not what is computed; they stay out of a run's identity.
-LOCATION_FIELDS = ("data_dirs", "results_dir", "quiet")
+# Fields that say where things are, not what is computed; they stay out of a run's identity
+# (``save`` only keeps the weights of the same computation).
+LOCATION_FIELDS = ("data_dirs", "results_dir", "quiet", "save")
+SAVE_CHOICES = ("none", "best", "final")  # checkpoint in the run folder: none, the selected epoch's, the last
 
 
 @dataclass
@@ -45,6 +47,7 @@ class ExperimentConfig:
     data_dirs: list[str] | None = None
     results_dir: str = "results/runs"
     quiet: bool = False
+    save: str = "none"  # keep the weights (model.pt in the run folder): none | best | final
 
     def validate(self) -> None:
         from benchmarks.datasets import DATASETS
@@ -71,6 +74,8 @@ class ExperimentConfig:
             raise ConfigError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ConfigError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+        if self.save not in SAVE_CHOICES:
+            raise ConfigError(f"unknown save {self.save!r}; choose one of: {', '.join(SAVE_CHOICES)}")
 
     def resolve(self) -> "ExperimentConfig":
         """A copy with every default of the architecture and algorithm filled in, validated."""

@@ -224,12 +224,16 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, meters: list
             on_epoch(row)
         if selection_key and (best is None or row[selection_key] > best[selection_key]):
             best, since_best = row, 0
+            if cfg.save == "best":
+                save_checkpoint(trainer, run_dir)
         else:
             since_best += 1
         if cfg.patience and since_best >= cfg.patience:
             _log(cfg, f"early stop: no better {selection_key} for {cfg.patience} epochs")
             break
     selected = best if best is not None else history[-1]
+    if cfg.save == "final" or (cfg.save == "best" and best is None):  # no validation: best is the last
+        save_checkpoint(trainer, run_dir)
     summary = {
         "status": "completed",
         "epochs_run": len(history),
@@ -245,6 +249,9 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, meters: list
         "wall_time_s": time.perf_counter() - started,
         "measurements": {k: v for meter in meters for k, v in meter.end_run().items()},
     }
+    if cfg.save != "none":
+        summary["checkpoint"] = {"file": CHECKPOINT, "save": cfg.save,
+                                 "epoch": selected["epoch"] if cfg.save == "best" else history[-1]["epoch"]}
     write_json(run_dir / "summary.json", summary)
     mark_done(run_dir)
     return summary

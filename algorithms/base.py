@@ -6,6 +6,7 @@ A trainer is an ``nn.Module`` with two verbs:
   scalar losses (kept as tensors so that a GPU is not synchronised on every step).
 * ``predict(x, mode) -> Tensor``: class scores ``(N, num_classes)``; ``mode`` is one of
   ``prediction_modes`` (the first is the default), e.g. MF's ``ff``, ``bp``, ``layer1``.
+  ``predict_all(x)`` gives every mode's scores at once (evaluation uses it).
 
 Between epochs the runner calls ``start_epoch(epoch, num_epochs)`` so that schedules (MF's
 layer-by-layer training) can change what learns; ``phase`` names what is learning now, so that
@@ -123,6 +124,12 @@ class Trainer(nn.Module):
 
     def predict(self, x: torch.Tensor, mode: str | None = None) -> torch.Tensor:
         raise NotImplementedError
+
+    @torch.no_grad()
+    def predict_all(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Class scores of every prediction mode; trainers whose modes share a forward pass
+        override it to run that pass once (evaluation calls this, not ``predict`` per mode)."""
+        return {mode: self.predict(x, mode) for mode in self.prediction_modes}
 
     def inference_parameters(self, mode: str | None = None) -> int:
         """Number of parameters that prediction in ``mode`` uses (Table 4 of the paper)."""

@@ -35,7 +35,8 @@ class _FALinearFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, weight, feedback = ctx.saved_tensors
-        grad_x = grad_out @ feedback  # BP would use grad_out @ weight
+        # BP would use grad_out @ weight; nothing for an input that needs no gradient (the first layer)
+        grad_x = grad_out @ feedback if ctx.needs_input_grad[0] else None
         grad_w = grad_out.flatten(0, -2).T @ x.flatten(0, -2)
         grad_b = grad_out.flatten(0, -2).sum(0) if ctx.has_bias else None
         return grad_x, grad_w, grad_b, None
@@ -51,7 +52,7 @@ class _FAConv2dFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, weight, feedback = ctx.saved_tensors
-        grad_x = conv2d_input(x.shape, feedback, grad_out, padding=ctx.padding)
+        grad_x = conv2d_input(x.shape, feedback, grad_out, padding=ctx.padding) if ctx.needs_input_grad[0] else None
         grad_w = conv2d_weight(x, weight.shape, grad_out, padding=ctx.padding)
         grad_b = grad_out.sum((0, 2, 3)) if ctx.has_bias else None
         return grad_x, grad_w, grad_b, None, None
@@ -68,7 +69,7 @@ class _FALocalFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         cols, feedback = ctx.saved_tensors
-        grad_cols = torch.bmm(grad_out, feedback)  # BP would use the weight
+        grad_cols = torch.bmm(grad_out, feedback) if ctx.needs_input_grad[0] else None  # BP: the weight
         grad_w = torch.bmm(grad_out.transpose(1, 2), cols)
         return grad_cols, grad_w, None
 

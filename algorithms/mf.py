@@ -63,7 +63,17 @@ class MonoForward(Trainer):
         self.prediction_modes = ("ff", "bp", *(f"layer{i + 1}" for i in range(n)))
         self.optimizers = [make_optimizer([*block.parameters(), m], self.hp)
                            for block, m in zip(self.net.blocks, self.projections)]
+        self._blocks = list(self.net.blocks)  # plain list: no ModuleList slicing on every step
+        self._depth = {"ff": n, "bp": n, **{f"layer{i + 1}": i + 1 for i in range(n)}}
         self.active = list(range(n))  # the blocks that learn in this epoch
+
+    @property
+    def active(self) -> list[int]:
+        return self._active
+
+    @active.setter
+    def active(self, blocks: list[int]) -> None:
+        self._active, self._active_set, self._last_active = list(blocks), set(blocks), max(blocks)
 
     def start_epoch(self, epoch: int, num_epochs: int) -> None:
         n = len(self.net.blocks)
@@ -77,10 +87,10 @@ class MonoForward(Trainer):
             self.phase = "all layers"
 
     def scores(self, i: int, a: torch.Tensor) -> torch.Tensor:
-        """Block i's local class scores G_i from its output a."""
-        if self.hp.readout == "gap" and a.dim() == 4:
+        """Block i's local class scores G_i = a_i M_i^T from its output a."""
+        if a.dim() == 4 and self.hp.readout == "gap":
             a = a.mean((2, 3))
-        return a.flatten(1) @ self.projections[i].T
+        return F.linear(a.flatten(1), self.projections[i])
 
     def update(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """Block by block: forward on the detached input, local loss, backward and step at once.
@@ -91,34 +101,48 @@ class MonoForward(Trainer):
         """
         losses = {}
         h = x
-        for i, block in enumerate(self.net.blocks[: max(self.active) + 1]):
-            if i not in self.active:
+        blocks = self._blocks
+        for i in range(self._last_active + 1):
+            if i not in self._active_set:
                 with torch.no_grad():  # a frozen block below the learning one only feeds it
-                    h = block(h)
+                    h = blocks[i](h)
                 continue
-            h = block(h.detach())
+            h = blocks[i](h.detach())
             loss = F.cross_entropy(self.scores(i, h), y)
             self.optimizers[i].zero_grad(set_to_none=True)
             loss.backward()
             self.optimizers[i].step()
             losses[f"loss_layer{i + 1}"] = loss.detach()
-        losses["loss"] = sum(losses.values()) / len(losses)
+        losses["loss"] = torch.stack(list(losses.values())).mean()
         return losses
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, mode: str | None = None) -> torch.Tensor:
         mode = self._mode(mode)
-        depth = len(self.net.blocks) if mode in ("ff", "bp") else int(mode[5:])
-        h, scores = x, []
-        for i, block in enumerate(self.net.blocks[:depth]):
-            h = block(h)
+        depth = self._depth[mode]
+        h, total = x, None
+        for i in range(depth):
+            h = self._blocks[i](h)
             if mode == "ff" or i == depth - 1:
-                scores.append(self.scores(i, h))
-        return sum(scores)
+                g = self.scores(i, h)
+                total = g if total is None else total + g
+        return total
+
+    @torch.no_grad()
+    def predict_all(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every prediction mode from one forward pass: each block's scores are computed once."""
+        h, per_block = x, []
+        for i, block in enumerate(self._blocks):
+            h = block(h)
+            per_block.append(self.scores(i, h))
+        out = {f"layer{i + 1}": g for i, g in enumerate(per_block)}
+        out["bp"] = per_block[-1]
+        out["ff"] = torch.stack(per_block).sum(0)
+        return {mode: out[mode] for mode in self.prediction_modes}
 
     def inference_parameters(self, mode: str | None = None) -> int:
         mode = self._mode(mode)
-        depth = len(self.net.blocks) if mode in ("ff", "bp") else int(mode[5:])
+        depth = self._depth[mode]
         used = [*self.net.blocks[:depth].parameters()]
         used += list(self.projections[:depth]) if mode == "ff" else [self.projections[depth - 1]]
         return sum(p.numel() for p in used)

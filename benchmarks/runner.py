@@ -60,14 +60,16 @@ def seed_everything(seed: int) -> None:
 
 
 @torch.no_grad()
-def accuracy(trainer: Trainer, x: torch.Tensor, y: torch.Tensor, mode: str, batch_size: int) -> float | None:
+def accuracies(trainer: Trainer, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> dict[str, float | None]:
+    """Accuracy in % of every prediction mode on (x, y), from one ``predict_all`` per batch."""
     if len(y) == 0:
-        return None
-    correct = 0
+        return {mode: None for mode in trainer.prediction_modes}
+    correct = {mode: 0 for mode in trainer.prediction_modes}
     for start in range(0, len(y), batch_size):
-        scores = trainer.predict(x[start:start + batch_size], mode)
-        correct += int((scores.argmax(1) == y[start:start + batch_size]).sum())
-    return 100.0 * correct / len(y)
+        target = y[start:start + batch_size]
+        for mode, scores in trainer.predict_all(x[start:start + batch_size]).items():
+            correct[mode] += int((scores.argmax(1) == target).sum())
+    return {mode: 100.0 * c / len(y) for mode, c in correct.items()}
 
 
 def evaluate(trainer: Trainer, splits: Splits, cfg: ExperimentConfig) -> dict[str, float | None]:
@@ -76,9 +78,11 @@ def evaluate(trainer: Trainer, splits: Splits, cfg: ExperimentConfig) -> dict[st
     n = cfg.train_eval_limit
     parts = {"train": (splits.train_x[:n], splits.train_y[:n]), "val": (splits.val_x, splits.val_y),
              "test": (splits.test_x, splits.test_y)}
+    out = {}
     with autocast(splits.train_x.device, cfg.precision):
-        out = {f"{split}_acc_{mode}": accuracy(trainer, x, y, mode, cfg.eval_batch_size)
-               for split, (x, y) in parts.items() for mode in trainer.prediction_modes}
+        for split, (x, y) in parts.items():
+            out.update({f"{split}_acc_{mode}": acc
+                        for mode, acc in accuracies(trainer, x, y, cfg.eval_batch_size).items()})
     trainer.train(True)
     return out
 

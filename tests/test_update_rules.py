@@ -276,3 +276,13 @@ def test_ff_onepass_head_reads_neutral_label_activations():
     for label in range(3):
         acts = t.layer_activations(t.embed(x, torch.full((5,), label)))
         torch.testing.assert_close(scores[:, label], sum(goodness(a, "sum") for a in acts))
+
+
+@pytest.mark.parametrize("name", ["mf", "ff", "bp"])
+def test_predict_all_equals_predict_of_each_mode(name):
+    t = make(name, [4, 5])
+    x, _ = batch(n=7)
+    every = t.predict_all(x)
+    assert list(every) == list(t.prediction_modes)
+    for mode, scores in every.items():
+        torch.testing.assert_close(scores, t.predict(x, mode), msg=mode)

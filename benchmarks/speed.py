@@ -1,0 +1,182 @@
+"""What the speed benchmark (scripts/bench_speed.py) compares the suite's training step with.
+
+For each algorithm on an MLP (``in_features -> widths -> classes``) two references:
+
+* a **plain loop**: the same work written directly in PyTorch, as a careful user would (one
+  ``nn.Sequential``, fused Adam, no suite code), so that suite/plain shows the suite's own overhead;
+* the **floor**: the step's matrix products and one fused Adam step over the same parameters, each
+  timed in isolation with ``torch.utils.benchmark`` on random data, summed. No step can be cheaper
+  than its GEMMs plus its optimiser update, so suite/floor shows what is left for everything else
+  (activations, losses, autograd's bookkeeping, Python).
+
+The GEMM lists are the products each algorithm's update needs (``(m, k, n)``: an ``m x k`` times a
+``k x n`` matrix) for a batch of ``b``; they are what makes the algorithms' costs differ: BP carries
+the error back through every weight, MF only through its 10-row projections, FF runs every layer
+three times (positive, negative, neutral for the one-pass head).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils import benchmark
+
+PLAIN_ALGORITHMS = ("mf", "bp", "fa", "dfa", "ff")
+
+
+def _adam(params) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=1e-3, fused=True)
+
+
+def _mlp(sizes: list[int]) -> list[nn.Linear]:
+    return [nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
+
+
+class _FALinear(torch.autograd.Function):
+    """y = x W^T + b whose input gradient goes through a fixed matrix B instead of W."""
+
+    @staticmethod
+    def forward(ctx, x, w, b, feedback):
+        ctx.save_for_backward(x, feedback)
+        return F.linear(x, w, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, feedback = ctx.saved_tensors
+        return (g @ feedback if ctx.needs_input_grad[0] else None), g.T @ x, g.sum(0), None
+
+
+def plain_step(algorithm: str, in_features: int, widths: list[int], classes: int, device):
+    """``step(x, y)`` doing one update of ``algorithm`` the direct way, on ``device``."""
+    sizes = [in_features, *widths]
+    if algorithm in ("bp", "fa", "dfa"):
+        layers = [layer.to(device) for layer in _mlp([*sizes, classes])]
+        opt = _adam([p for layer in layers for p in layer.parameters()])
+        feedback = [torch.randn_like(layer.weight) / math.sqrt(layer.weight.shape[1]) for layer in layers]
+        dfa_feedback = [torch.randn(w, classes, device=device) / math.sqrt(classes) for w in widths]
+
+        def step(x, y):
+            h, hidden = x, []
+            for i, layer in enumerate(layers):
+                if algorithm == "fa":
+                    h = _FALinear.apply(h, layer.weight, layer.bias, feedback[i])
+                else:
+                    h = layer(h.detach() if algorithm == "dfa" else h)
+                if i < len(layers) - 1:
+                    h = h.relu()
+                    hidden.append(h)
+            loss = F.cross_entropy(h, y)
+            opt.zero_grad(set_to_none=True)
+            if algorithm == "dfa":
+                with torch.no_grad():
+                    e = (h.softmax(1) - F.one_hot(y, classes).to(h.dtype)) / len(y)
+                torch.autograd.backward([loss, *hidden], [None, *(e @ b.T for b in dfa_feedback)])
+            else:
+                loss.backward()
+            opt.step()
+        return step
+
+    if algorithm == "mf":
+        layers = [layer.to(device) for layer in _mlp(sizes)]
+        projections = [nn.Parameter(torch.randn(classes, w, device=device) / math.sqrt(w)) for w in widths]
+        opts = [_adam([*layer.parameters(), m]) for layer, m in zip(layers, projections)]
+
+        def step(x, y):
+            h = x
+            for layer, m, opt in zip(layers, projections, opts):
+                h = layer(h.detach()).relu()
+                loss = F.cross_entropy(F.linear(h, m), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        return step
+
+    if algorithm == "ff":
+        layers = [layer.to(device) for layer in _mlp(sizes)]
+        head = nn.Linear(sum(widths), classes).to(device)
+        opt = _adam([*(p for layer in layers for p in layer.parameters()), *head.parameters()])
+
+        def run(h):
+            acts = []
+            for layer in layers:
+                h = h.detach()
+                h = layer(h * (h.pow(2).mean(1, keepdim=True) + 1e-8).rsqrt()).relu()
+                acts.append(h)
+            return acts
+
+        def embed(x, label):
+            return torch.cat([label, x[:, classes:]], 1)
+
+        def step(x, y):
+            onehot = F.one_hot(y, classes).to(x.dtype)
+            wrong = (y + torch.randint(1, classes, y.shape, device=y.device)) % classes
+            pos, neg = run(embed(x, onehot)), run(embed(x, F.one_hot(wrong, classes).to(x.dtype)))
+            loss = sum((F.softplus(-(p.pow(2).sum(1) - p.shape[1])) + F.softplus(n.pow(2).sum(1) - n.shape[1])).mean()
+                       for p, n in zip(pos, neg))
+            with torch.no_grad():
+                neutral = torch.cat(run(embed(x, torch.full_like(onehot, 1.0 / classes))), 1)
+            loss = loss + F.cross_entropy(head(neutral), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return step
+
+    raise ValueError(f"no plain loop for {algorithm!r}; choose one of: {', '.join(PLAIN_ALGORITHMS)}")
+
+
+def step_gemms(algorithm: str, b: int, in_features: int, widths: list[int], classes: int
+               ) -> list[tuple[int, int, int]]:
+    """The matrix products of one update of ``algorithm`` on a batch of ``b``, as ``(m, k, n)``."""
+    sizes = [in_features, *widths]
+    out: list[tuple[int, int, int]] = []
+    if algorithm in ("bp", "fa", "dfa"):
+        full = [*sizes, classes]
+        for i, (a, c) in enumerate(zip(full[:-1], full[1:])):
+            out += [(b, a, c), (c, b, a)]  # forward, weight gradient
+            if i > 0:  # the error sent down: through W (BP), B (FA); DFA sends B_i e to each hidden layer
+                out.append((b, classes, a) if algorithm == "dfa" else (b, c, a))
+        return out
+    if algorithm == "mf":
+        for a, c in zip(sizes[:-1], sizes[1:]):
+            out += [(b, a, c), (b, c, classes), (classes, b, c), (b, classes, c), (c, b, a)]
+        return out
+    if algorithm == "ff":
+        for a, c in zip(sizes[:-1], sizes[1:]):
+            out += [(b, a, c)] * 3 + [(c, b, a)] * 2  # positive, negative, neutral; two weight gradients
+        out += [(b, sum(widths), classes), (classes, b, sum(widths))]  # the one-pass head
+        return out
+    raise ValueError(f"no floor for {algorithm!r}; choose one of: {', '.join(PLAIN_ALGORITHMS)}")
+
+
+def parameter_count(algorithm: str, in_features: int, widths: list[int], classes: int) -> int:
+    sizes = [in_features, *widths]
+    hidden = sum(a * c + c for a, c in zip(sizes[:-1], sizes[1:]))
+    if algorithm == "mf":
+        return hidden + classes * sum(widths)
+    if algorithm == "ff":
+        return hidden + sum(widths) * classes + classes
+    return hidden + widths[-1] * classes + classes
+
+
+def _seconds(stmt: str, globals_: dict, min_run_time: float) -> float:
+    """Median seconds of ``stmt`` by torch.utils.benchmark (warm-up, threads and device sync handled)."""
+    return benchmark.Timer(stmt=stmt, globals=globals_, num_threads=torch.get_num_threads()
+                           ).blocked_autorange(min_run_time=min_run_time).median
+
+
+def floor_step_seconds(algorithm: str, b: int, in_features: int, widths: list[int], classes: int,
+                       device, min_run_time: float = 0.2) -> dict[str, float]:
+    """The step's GEMMs and one fused Adam step over its parameters, each timed alone."""
+    gemms = 0.0
+    for m, k, n in step_gemms(algorithm, b, in_features, widths, classes):
+        a, c = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+        gemms += _seconds("torch.mm(a, c)", {"torch": torch, "a": a, "c": c}, min_run_time)
+    params = [nn.Parameter(torch.randn(parameter_count(algorithm, in_features, widths, classes), device=device))]
+    params[0].grad = torch.randn_like(params[0]) * 1e-3
+    opt = _adam(params)
+    opt.step()  # creates the state
+    adam = _seconds("opt.step()", {"opt": opt}, min_run_time)
+    return {"gemm_s": gemms, "adam_s": adam, "step_s": gemms + adam}

@@ -8,6 +8,7 @@ exists (``make gpu-check``).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -398,3 +399,28 @@ def test_every_test_module_collects_without_optuna_and_codecarbon():
                          env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert "error" not in out.stdout.lower().split("\n")[-2]
+
+
+# -- the GPU check's dry run ----------------------------------------------------------------------
+
+def test_gpu_check_dry_run_performs_every_step_and_says_what_it_did(tmp_path):
+    results = tmp_path / "results"
+    out = subprocess.run(["bash", "scripts/gpu_check.sh", "--dry-run", "--results", str(results)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=400,
+                         env=dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1"))
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    steps = [line.split(" ", 1)[1] for line in out.stdout.splitlines() if line.startswith("[step] ")]
+    names = [s.split(":", 1)[0] for s in steps]
+    listed = subprocess.run([sys.executable, "scripts/gpu_check.py", "--list"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.split()[::2]
+    assert names == listed == ["preflight", "tests", "table5", "fig3", "table3", "table2", "tables"]
+    for step in steps:  # every step ran or says why not: nothing skipped silently
+        status = step.split(": ", 1)[1].split(" - ", 1)
+        assert status[0] in ("ran", "partial", "skipped") and status[1].strip(), step
+    assert all(s.split(": ", 1)[1].startswith("ran") for s in steps if s.split(":")[0] in ("table5", "table3"))
+    records = [json.loads(line) for line in (results / "gpu_check" / "steps.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == listed and all(r["dry_run"] for r in records)
+    runs = list((results / "runs").iterdir())
+    assert runs and all((r / "done").exists() for r in runs)
+    assert (results / "gpu_check" / "tables" / "table5.md").exists()
+    assert (results / "gpu_check" / "tables" / "fig3_slopes.md").exists()

@@ -29,6 +29,7 @@ from typing import Any, Iterable
 from algorithms import ConfigError, UnknownNameError
 
 from .reference import PAPER_DATASET, load_reference
+from .runs import prefer
 from .sweep import expand, run_key
 
 # What a reader must know about one of our datasets beside the paper's numbers
@@ -221,11 +222,8 @@ def table_rows(spec: dict[str, Any], profile: str, runs: Iterable[dict], statuse
                reference: list[dict[str, str]], params_file: str | Path | None = None,
                expected: list | None = None) -> list[dict[str, Any]]:
     """One row per cell (network x dataset x paper row), in the spec's order; columns as ``COLUMNS``."""
-    runs_by_key: dict[str, dict] = {}
-    for run in runs:  # a finished folder wins over an unfinished one of the same run
-        key = run_key(run["config"])
-        if key not in runs_by_key or run.get("summary", {}).get("status") in FINISHED:
-            runs_by_key[key] = run
+    # a finished folder wins over an unfinished one of the same run, then the newest with a data fingerprint
+    runs_by_key = prefer(runs, lambda run: run_key(run["config"]))
     published = accuracy_reference(reference)
     published_archs = {arch for _, arch, _ in published}
     expected = expected if expected is not None else expected_runs(spec, profile, params_file)

@@ -8,19 +8,27 @@ fills in every default, so that two configs which mean the same run get the same
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from algorithms import ALGORITHMS, ARCHITECTURES, ConfigError
-from algorithms.base import dataclass_from_dict
+from algorithms.base import EXECUTION_HPARAMS, dataclass_from_dict
 
 # Fields that say where things are, not what is computed; they stay out of a run's identity
 # (``save`` only keeps the weights of the same computation).
 LOCATION_FIELDS = ("data_dirs", "results_dir", "quiet", "save")
+# Fields that older run folders' configs lack, and the value each of them implicitly had then: a
+# table matches a run made before a field existed as if it had been written with this value.
+IMPLICIT_DEFAULTS: dict[str, Any] = {"precision": "fp32", "data_args": {}}
+# The same for an algorithm's hyperparameters: FF before loeweX's recipe normalised to unit length,
+# took the mean of squares minus the threshold, and had no cooldown.
+IMPLICIT_HPARAMS: dict[str, dict[str, Any]] = {"ff": {"normalisation": "unit", "logit": "mean", "cooldown": False}}
 SAVE_CHOICES = ("none", "best", "final")  # checkpoint in the run folder: none, the selected epoch's, the last
 
 
@@ -28,6 +36,7 @@ SAVE_CHOICES = ("none", "best", "final")  # checkpoint in the run folder: none, 
 class ExperimentConfig:
     algorithm: str = "mf"
     dataset: str = "digits"  # scikit-learn's bundled 8x8 digits: real data that needs no download
+    data_args: dict[str, Any] = field(default_factory=dict)  # settings of a user's dataset, e.g. csv:PATH's label
     arch: str = "mlp"
     arch_args: dict[str, Any] = field(default_factory=dict)  # e.g. {"widths": [1000, 1000]}
     hparams: dict[str, Any] = field(default_factory=dict)  # the algorithm's, e.g. {"lr": 1e-3}
@@ -50,12 +59,12 @@ class ExperimentConfig:
     save: str = "none"  # keep the weights (model.pt in the run folder): none | best | final
 
     def validate(self) -> None:
-        from benchmarks.datasets import DATASETS
+        from benchmarks.datasets import check_dataset_name
         from benchmarks.measure import METERS
 
         ALGORITHMS.get(self.algorithm)
         ARCHITECTURES.get(self.arch)
-        DATASETS.get(self.dataset)
+        check_dataset_name(self.dataset)
         for name in self.measure:
             METERS.get(name)
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size,
@@ -72,7 +81,7 @@ class ExperimentConfig:
         from benchmarks.numerics import PRECISIONS
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+        if self.device not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", self.device):
             raise ConfigError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
         if self.save not in SAVE_CHOICES:
             raise ConfigError(f"unknown save {self.save!r}; choose one of: {', '.join(SAVE_CHOICES)}")
@@ -83,24 +92,38 @@ class ExperimentConfig:
         arch_args = dataclass_from_dict(ARCHITECTURES.get(self.arch).Args, self.arch_args, f"{self.arch} architecture")
         hparams = dataclass_from_dict(ALGORITHMS.get(self.algorithm).HParams, self.hparams,
                                       f"{self.algorithm} hyperparameter")
+        from benchmarks.datasets.base import data_args_class
+        data_args = dataclass_from_dict(data_args_class(self.dataset), self.data_args, f"dataset {self.dataset} setting")
+        import torch
         device = self.device
         if device == "auto":
-            import torch
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"device {device} asked for, but no CUDA device is available here (use cpu or auto)")
+        elif device.startswith("cuda:") and int(device.split(":", 1)[1]) >= torch.cuda.device_count():
+            raise ConfigError(f"device {device} asked for, but this machine has {torch.cuda.device_count()} CUDA "
+                              f"device(s)")
         return dataclasses.replace(self, arch_args=_plain(dataclasses.asdict(arch_args)),
                                    hparams=_plain(dataclasses.asdict(hparams)), device=device,
+                                   data_args=_plain(dataclasses.asdict(data_args)),
                                    measure=sorted(set(self.measure)))
 
     def identity(self) -> dict[str, Any]:
+        """What the run computes: every field but where things are, and no execution-only setting."""
         d = dataclasses.asdict(self)
         for key in LOCATION_FIELDS:
             d.pop(key)
+        d["hparams"] = {k: v for k, v in d["hparams"].items() if k not in EXECUTION_HPARAMS}
         return d
 
-    def run_id(self) -> str:
-        """Readable prefix plus a hash of everything that defines the run (call on a resolved config)."""
-        digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:10]
-        return f"{self.algorithm}_{self.dataset}_{self.arch}_s{self.seed}_{digest}"
+    def run_id(self, fingerprint: str | None = None) -> str:
+        """Readable prefix plus a hash of everything that defines the run (call on a resolved config),
+        the content fingerprint of its data included (``benchmarks.datasets.dataset_fingerprint``)."""
+        identity = self.identity()
+        if fingerprint:
+            identity["data_fingerprint"] = fingerprint
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+        return f"{self.algorithm}_{dataset_slug(self.dataset)}_{self.arch}_s{self.seed}_{digest}"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -108,6 +131,24 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ExperimentConfig":
         return dataclass_from_dict(cls, values, "experiment config")
+
+
+def dataset_slug(name: str) -> str:
+    """A dataset name fit for a folder name: ``imagefolder:/data/pets`` -> ``imagefolder-pets``."""
+    kind, sep, path = name.partition(":")
+    if not sep:
+        return name
+    stem = Path(path.rstrip("/\\")).name or "data"
+    return f"{kind}-" + re.sub(r"[^A-Za-z0-9.-]+", "-", stem).strip("-.")[:40]
+
+
+def with_implicit_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored config with the fields it predates filled in as they implicitly were (``IMPLICIT_DEFAULTS``)."""
+    out = {**{k: copy.deepcopy(v) for k, v in IMPLICIT_DEFAULTS.items() if k not in config}, **config}
+    implicit = IMPLICIT_HPARAMS.get(out.get("algorithm"), {})
+    if implicit and isinstance(out.get("hparams"), dict):
+        out["hparams"] = {**implicit, **out["hparams"]}
+    return out
 
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:

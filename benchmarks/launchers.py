@@ -46,8 +46,9 @@ def run_one(config: dict[str, Any], force: bool = False) -> dict[str, Any]:
 
     cfg = ExperimentConfig.from_dict(config).resolve()
     started = time.perf_counter()
+    run_id = None
     try:
-        run_experiment(cfg, force=force)
+        run_id = run_experiment(cfg, force=force).run_dir.name
         status, error = "completed", ""
     except DatasetUnavailable as exc:
         status, error = "unavailable", str(exc)
@@ -57,7 +58,7 @@ def run_one(config: dict[str, Any], force: bool = False) -> dict[str, Any]:
         status, error = "failed", f"bad config: {exc}"
     except Exception as exc:  # noqa: BLE001 - recorded, and the sweep goes on
         status, error = "failed", f"{type(exc).__name__}: {exc}"
-    return _outcome(cfg, status, error, time.perf_counter() - started)
+    return _outcome(cfg, status, error, time.perf_counter() - started, run_id=run_id)
 
 
 @LAUNCHERS.register("local")

@@ -95,13 +95,14 @@ def run_experiment(config: ExperimentConfig, force: bool = False,
     exception it raises ends the run, recorded as failed with that exception's name.
     """
     cfg = config.resolve()
-    run_dir = Path(cfg.results_dir) / cfg.run_id()
+    # The data's content fingerprint is part of the run's identity: other data under the same name
+    # is another run. Everything that can fail on bad input fails before anything is written.
+    raw = load_dataset(cfg.dataset, cfg.data_dirs, cfg.data_args)
+    run_dir = Path(cfg.results_dir) / cfg.run_id(raw.fingerprint)
     if is_done(run_dir) and not force and (cfg.save == "none" or (run_dir / CHECKPOINT).exists()):
         return RunResult(run_dir, read_json(run_dir / "summary.json"), reused=True)
 
-    # Everything that can fail on bad input fails here, before anything is written.
     device = torch.device(cfg.device)
-    raw = load_dataset(cfg.dataset, cfg.data_dirs)
     splits = prepare_splits(raw, cfg.val_fraction, cfg.seed, device, cfg.train_limit, cfg.test_limit)
     _check_input_kind(cfg.arch, splits)
     seed_everything(cfg.seed)
@@ -117,7 +118,7 @@ def run_experiment(config: ExperimentConfig, force: bool = False,
     write_json(run_dir / "environment.json", {**describe_environment(device), "precision": cfg.precision,
                                               **numerics.enter_context(run_numerics(device))})
     write_json(run_dir / "measurement.json", {
-        "data": {"dataset": splits.name, "source": splits.source, "exact": raw.exact,
+        "data": {"dataset": splits.name, "source": splits.source, "exact": raw.exact, "fingerprint": raw.fingerprint,
                  "train": len(splits.train_y), "val": len(splits.val_y), "test": len(splits.test_y),
                  "normalisation": "mean/std of the training split only" if raw.normalise else "none (token ids)"},
         "accuracy": f"percent correct by argmax of predict(x, mode); train accuracy on the first "
@@ -267,7 +268,7 @@ def _diverged(cfg, run_dir, row, history, meters) -> dict:
                "measurements": {k: v for meter in meters for k, v in meter.end_run().items()}}
     write_json(run_dir / "summary.json", summary)
     mark_done(run_dir)  # deterministic: running the same config again would diverge again
-    raise RunDiverged(f"{cfg.run_id()}: loss became non-finite in epoch {row['epoch']} "
+    raise RunDiverged(f"{run_dir.name}: loss became non-finite in epoch {row['epoch']} "
                       f"(hparams {cfg.hparams}); recorded in {run_dir}")
 
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 DONE = "done"
 
@@ -54,7 +55,28 @@ def is_done(run_dir: Path) -> bool:
 
 
 def mark_done(run_dir: Path) -> None:
-    write_json(Path(run_dir) / DONE, {"done": True})
+    write_json(Path(run_dir) / DONE, {"done": True, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+
+def data_fingerprint(run: dict[str, Any]) -> str | None:
+    """The content fingerprint of a loaded run's data (None for folders written before there was one)."""
+    return (run.get("measurement") or {}).get("data", {}).get("fingerprint") or None
+
+
+def prefer(runs: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], str]) -> dict[str, dict[str, Any]]:
+    """One loaded run per ``key(run)`` (e.g. ``sweep.run_key`` of its config): where several folders
+    share a key, a finished one over an unfinished one, then one whose data has a fingerprint, then
+    the newest (``finished_at`` of its ``done`` marker), then the last by folder name."""
+    def rank(run):
+        finished = (run.get("summary") or {}).get("status") in ("completed", "diverged")
+        return (finished, data_fingerprint(run) is not None, run.get("finished_at") or "", run.get("run_dir", ""))
+
+    out: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        k = key(run)
+        if k not in out or rank(run) > rank(out[k]):
+            out[k] = run
+    return out
 
 
 def iter_runs(results_dir: str | Path, finished_only: bool = True) -> Iterator[Path]:
@@ -73,4 +95,7 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     for name in ("config", "environment", "measurement", "summary"):
         path = run_dir / f"{name}.json"
         out[name] = read_json(path) if path.exists() else {}
+    done = run_dir / DONE
+    marker = read_json(done) if done.exists() and done.stat().st_size else {}
+    out["finished_at"] = marker.get("finished_at") if isinstance(marker, dict) else None
     return out

@@ -51,8 +51,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from algorithms import ConfigError
+from algorithms.base import EXECUTION_HPARAMS
 
-from .config import LOCATION_FIELDS, ExperimentConfig
+from .config import LOCATION_FIELDS, ExperimentConfig, with_implicit_defaults
 from .runs import append_jsonl, is_done, read_jsonl
 
 SPECS_DIR = Path(__file__).resolve().parent / "specs"
@@ -128,6 +129,7 @@ def expand(spec: dict[str, Any], profile: str, params_file: str | Path | None = 
     prof = dict(spec["profiles"][profile])
     seeds = prof.pop("seeds", [0])
     profile_params = prof.pop("params_file", None)
+    prof.pop("tune", None)  # the trials' budget (benchmarks.tuning.trial_budget), not the runs'
     params_file = params_file or profile_params or spec.get("params_file")
     tuned: dict[str, Any] = {}
     if params_file:
@@ -157,12 +159,19 @@ def expand(spec: dict[str, Any], profile: str, params_file: str | Path | None = 
 
 
 def run_key(config: dict[str, Any]) -> str:
-    """What a run computes, independent of where: its identity without the device.
+    """What a run computes, independent of where: its identity without the device, the data's
+    fingerprint or execution-only settings (``fused``); fields older configs lack count as what they
+    implicitly were (``config.IMPLICIT_DEFAULTS``).
 
     Tables match the runs a spec asks for with the run folders present by this key, so that a table
-    regenerated on a laptop finds the runs a GPU server made.
+    regenerated on a laptop finds the runs a GPU server made, and folders written before the data's
+    fingerprint entered a run's identity still count (where several folders share a key, tables take
+    the newest with a fingerprint: ``runs.prefer``).
     """
+    config = with_implicit_defaults(config)
     identity = {k: v for k, v in config.items() if k not in (*LOCATION_FIELDS, "device")}
+    if isinstance(identity.get("hparams"), dict):
+        identity["hparams"] = {k: v for k, v in identity["hparams"].items() if k not in EXECUTION_HPARAMS}
     return json.dumps(identity, sort_keys=True)
 
 
@@ -171,8 +180,16 @@ def status_file(results_root: str | Path, spec_name: str, profile: str) -> Path:
 
 
 def latest_statuses(path: str | Path) -> dict[str, dict[str, Any]]:
-    """The last recorded outcome of every run in a sweep's status file, by :func:`run_key`."""
-    return {row["key"]: row for row in read_jsonl(Path(path))}
+    """The last recorded outcome of every run in a sweep's status file, by :func:`run_key` (recomputed, so
+    that lines written before a config field existed match the configs of today)."""
+    out = {}
+    for row in read_jsonl(Path(path)):
+        try:
+            key = run_key(json.loads(row["key"]))
+        except (ValueError, TypeError, AttributeError):  # not a config's JSON: keep it as written
+            key = row["key"]
+        out[key] = row
+    return out
 
 
 def command_for(cfg: ExperimentConfig) -> str:
@@ -197,15 +214,16 @@ def run_configs(configs: Iterable[ExperimentConfig], *, dry_run: bool = True, la
 
     configs = list(configs)
     resolved = [c.resolve() for c in configs]
-    todo = [c for c in resolved if force or not is_done(Path(c.results_dir) / c.run_id())]
+    fingerprints = DataFingerprints()
+    todo = [c for c in resolved if force or not is_done(Path(c.results_dir) / c.run_id(fingerprints(c)))]
     if dry_run:
         for cfg, res in zip(configs, resolved):
             state = "todo" if res in todo else "done"
-            log(f"[{state}] {res.run_id()}\n    {command_for(cfg)}")
+            log(f"[{state}] {res.run_id(fingerprints(res))}\n    {command_for(cfg)}")
         log(f"{len(resolved)} runs, {len(resolved) - len(todo)} finished, {len(todo)} to run "
             f"(add --run to run them)")
         return []
-    outcomes = [_outcome(c, "reused") for c in resolved if c not in todo]
+    outcomes = [_outcome(c, "reused", run_id=c.run_id(fingerprints(c))) for c in resolved if c not in todo]
     for row in outcomes:
         _record(status_path, row)
     log(f"{len(resolved)} runs: {len(outcomes)} finished already, {len(todo)} to run with launcher "
@@ -223,8 +241,31 @@ def run_configs(configs: Iterable[ExperimentConfig], *, dry_run: bool = True, la
     return outcomes
 
 
-def _outcome(cfg: ExperimentConfig, status: str, error: str = "", seconds: float = 0.0) -> dict[str, Any]:
-    return {"run_id": cfg.run_id(), "key": run_key(cfg.to_dict()), "status": status, "error": error,
+class DataFingerprints:
+    """The content fingerprint of each dataset a sweep's configs name, taken once per dataset (and
+    data dirs and settings): what tells a finished run folder from a stale one."""
+
+    def __init__(self):
+        self._memo: dict[str, str | None] = {}
+
+    def __call__(self, cfg: ExperimentConfig) -> str | None:
+        from .datasets import dataset_fingerprint
+
+        key = json.dumps([cfg.dataset, cfg.data_dirs, cfg.data_args], sort_keys=True)
+        if key not in self._memo:
+            self._memo[key] = dataset_fingerprint(cfg.dataset, cfg.data_dirs, cfg.data_args)
+        return self._memo[key]
+
+
+def run_dir_of(cfg: ExperimentConfig) -> Path:
+    """The run folder of ``cfg`` (resolved here) with the data on this machine: its fingerprint included."""
+    cfg = cfg.resolve()
+    return Path(cfg.results_dir) / cfg.run_id(DataFingerprints()(cfg))
+
+
+def _outcome(cfg: ExperimentConfig, status: str, error: str = "", seconds: float = 0.0,
+             run_id: str | None = None) -> dict[str, Any]:
+    return {"run_id": run_id or cfg.run_id(), "key": run_key(cfg.to_dict()), "status": status, "error": error,
             "seconds": seconds, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 

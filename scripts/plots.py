@@ -26,13 +26,14 @@ from pathlib import Path
 
 from algorithms import ConfigError, UnknownNameError
 from benchmarks import accuracy_tables, cost_tables, figures
+from benchmarks.claims import report as claims_report
 from benchmarks.energy_study import write_energy_study
 from benchmarks.reference import load_reference
-from benchmarks.runs import is_done, iter_runs, load_run
+from benchmarks.runs import is_done, iter_runs, load_run, prefer
 from benchmarks.sweep import SPECS_DIR, latest_statuses, load_spec, run_key, status_file
 
 ACCURACY_TABLES = ("table1", "table2", "table3", "table6")
-TARGETS = ("fig1", "fig2", "fig3", "fig4", "fig5", "table4", "table5", *ACCURACY_TABLES, "energy_study")
+TARGETS = ("fig1", "fig2", "fig3", "fig4", "fig5", "table4", "table5", *ACCURACY_TABLES, "energy_study", "claims")
 SPEC_OF = {"fig1": "fig1", "fig2": "fig1", "fig3": "fig3", "fig4": "fig4", "fig5": "fig5", "table5": "table5",
            **{t: t for t in ACCURACY_TABLES}}  # table4 has no runs of its own (its accuracy: table3's runs)
 
@@ -51,10 +52,27 @@ class Picker:
                 if self.profile in spec["profiles"] else set()
         return self._keys[spec_name]
 
-    def __call__(self, spec_name: str) -> tuple[list[dict], str]:
-        tagged = figures.runs_with_tag(self.runs, spec_name)
+    def tagged(self, spec_name: str) -> list[dict]:
+        """The spec's completed runs, one folder per run key (the newest with a data fingerprint where
+        a run was made again)."""
+        return list(prefer(figures.runs_with_tag(self.runs, spec_name), lambda r: run_key(r["config"])).values())
+
+    def profile_of(self, spec_name: str, runs: list[dict]) -> str | None:
+        """The first profile of the spec that asks for every one of ``runs``, if any."""
+        spec = load_spec(spec_name)
+        for profile in spec["profiles"]:
+            keys = accuracy_tables.expected_keys(spec, profile, self.params_file)
+            if runs and all(run_key(r["config"]) in keys for r in runs):
+                return profile
+        return None
+
+    def __call__(self, spec_name: str, where=None) -> tuple[list[dict], str]:
+        """The runs to draw (those ``where(run)`` accepts, if given) and a few words saying what they are."""
+        tagged = [r for r in self.tagged(spec_name) if where is None or where(r)]
         if self.profile is None:
-            return figures.most_complete(tagged)
+            chosen, words = figures.most_complete(tagged)
+            profile = self.profile_of(spec_name, chosen)
+            return chosen, f"{profile} profile, {words}" if profile else words
         keys = self.keys(spec_name)
         chosen = [r for r in tagged if run_key(r["config"]) in keys]
         return chosen, f"{self.profile} profile, {figures.most_complete(chosen)[1]}"
@@ -98,17 +116,18 @@ def fig1_2(pick, out, only) -> list[str]:
 
 
 def fig3(pick, out) -> list[str]:
-    chosen, profile = pick("fig3")
+    chosen, _ = pick("fig3")
     if not chosen:
         return [f"fig3: {pick.missing('fig3')}"]
     reference = {row["algorithm"].lower(): float(row["mean"]) for row in load_reference("fig3")}
     notes, lines = [], []
-    for arch in sorted({r["config"]["arch"] for r in chosen}):
-        data = figures.depth_data(chosen, arch)
-        mine = [r for r in chosen if r["config"]["arch"] == arch]
+    # each network on its own: the networks of one spec may train on different subsets
+    for arch in sorted({r["config"]["arch"] for r in pick.tagged("fig3")}):
+        mine, described = pick("fig3", lambda r, arch=arch: r["config"]["arch"] == arch)
+        if not mine:
+            continue
+        data = figures.depth_data(mine, arch)
         bs = sorted({r["config"]["batch_size"] for r in mine})
-        # the networks of one spec may train on different subsets: say this network's own
-        described = profile.replace(figures.most_complete(chosen)[1], figures.most_complete(mine)[1])
         title = _title(f"Figure 3: peak training memory against depth ({arch}, {mine[0]['config']['dataset']}, "
                        f"batch {'/'.join(map(str, bs))})", mine, described)
         # the paper's slopes are for 1000-unit MLP layers on MNIST; other networks get none beside them
@@ -244,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
                     notes.append(f"{name}: {exc}")
         if "energy_study" in only:
             notes += write_energy_study(results, out, profile=args.profile)
+        if "claims" in only:  # Section 3.3's claims, from results/claims/*.json (scripts/claims.py)
+            notes += claims_report.write_all(results, out, profile=args.profile)
     except (ConfigError, UnknownNameError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

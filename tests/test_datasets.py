@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.datasets import DATASETS, DatasetUnavailable, load_dataset, prepare_splits
+from benchmarks.datasets import DATASETS, DatasetCorrupt, DatasetUnavailable, load_dataset, prepare_splits
 from benchmarks.datasets.idx import read_idx
 
 
@@ -51,7 +51,7 @@ def test_truncated_idx_file_is_refused(tmp_path):
     path = tmp_path / "x-idx1-ubyte"
     write_idx(path, np.arange(10, dtype=np.uint8), compress=False)
     path.write_bytes(path.read_bytes()[:-3])
-    with pytest.raises(ValueError, match="truncated"):
+    with pytest.raises(DatasetCorrupt, match="truncated"):
         read_idx(path)
 
 

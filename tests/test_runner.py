@@ -68,9 +68,9 @@ def cli(*args, cwd=ROOT):
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["-a", "mff"], "unknown algorithm 'mff'; choose one of: bp, cafo-dfa, cafo-rand, dfa, fa, ff, mf"),
+    (["-a", "mff"], "unknown algorithm 'mff'; choose one of: bp, cafo-dfa, cafo-rand, dfa, fa, ff"),
     (["-d", "mnits"], "unknown dataset 'mnits'"),
-    (["--arch", "resnet"], "unknown architecture 'resnet'"),
+    (["--arch", "transformer"], "unknown architecture 'transformer'"),
     (["--lr", "-1"], "lr must be > 0"),
     (["--hp", "schedule=sideways"], "schedule"),
     (["--hp", "momentun=0.9"], "momentun"),

@@ -10,7 +10,8 @@ import yaml
 
 from algorithms import ConfigError
 from benchmarks.config import ExperimentConfig
-from benchmarks.sweep import command_for, expand, latest_statuses, load_spec, merge, run_configs, run_key
+from benchmarks.sweep import (command_for, expand, latest_statuses, load_spec, merge, run_configs, run_dir_of,
+                              run_key)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,7 +102,7 @@ def test_command_for_runs_the_same_config(tmp_path):
     proc = subprocess.run(command.replace("python", sys.executable, 1), shell=True, cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "runs" / cfg.resolve().run_id() / "done").exists()
+    assert (run_dir_of(cfg) / "done").exists()
 
 
 def tiny(results_dir, **kw):
@@ -119,11 +120,12 @@ def test_local_launcher_reports_every_outcome_and_reuses(tmp_path, monkeypatch):
                tiny(runs, algorithm="mf", hparams={"schedule": "sequential"}, arch_args={"widths": [8, 8]})]  # 1 epoch < 2 layers
     assert run_configs(configs, dry_run=True, log=lambda *_: None) == [] and not Path(runs).exists()
     outcomes = run_configs(configs, dry_run=False, jobs=2, status_path=status, log=lambda *_: None)
-    by_id = {o["run_id"]: o for o in outcomes}
-    got = [by_id[c.resolve().run_id()]["status"] for c in configs]
+    by_key = {o["key"]: o for o in outcomes}
+    got = [by_key[run_key(c.resolve().to_dict())]["status"] for c in configs]
     assert got == ["completed", "completed", "diverged", "unavailable", "failed"]
-    assert "sequential schedule needs at least one epoch per layer" in by_id[configs[4].resolve().run_id()]["error"]
-    assert "mnist" in by_id[configs[3].resolve().run_id()]["error"].lower()
+    assert "sequential schedule needs at least one epoch per layer" in by_key[run_key(configs[4].resolve().to_dict())]["error"]
+    assert "mnist" in by_key[run_key(configs[3].resolve().to_dict())]["error"].lower()
+    assert by_key[run_key(configs[0].resolve().to_dict())]["run_id"] == run_dir_of(configs[0]).name
     assert len(latest_statuses(status)) == 5
     log = Path(runs).parent / "sweeps" / "logs" / f"{configs[0].resolve().run_id()}.log"
     assert log.exists()
@@ -137,7 +139,7 @@ def test_submitit_local_launcher(tmp_path):
     outcomes = run_configs([tiny(runs)], dry_run=False, launcher="submitit-local", log=lambda *_: None,
                            launcher_options={"folder": str(tmp_path / "submitit" / "%j"), "timeout_min": 10})
     assert [o["status"] for o in outcomes] == ["completed"]
-    assert (Path(runs) / tiny(runs).resolve().run_id() / "done").exists()
+    assert (run_dir_of(tiny(runs)) / "done").exists()
 
 
 def sweep_cli(*args):

@@ -1,6 +1,10 @@
 """The dataset registry, the raw-dataset record, and splitting into train/val/test tensors.
 
-A dataset source registers a loader ``fn(data_dirs) -> RawDataset`` under its name in ``DATASETS``.
+A dataset source registers a loader ``fn(data_dirs) -> RawDataset`` under its name in ``DATASETS``,
+and, when its files can be found without decoding them, a fingerprinter ``fn(data_dirs) -> str``
+in ``FINGERPRINTERS`` (see ``fingerprint.py``). A user's own data is named ``kind:PATH``
+(``imagefolder:...``, ``csv:...``), its loader ``fn(path, data_dirs)`` registered in ``DATASET_KINDS``.
+Every loaded dataset carries its content fingerprint, which is part of every run's identity.
 ``prepare_splits`` then carves a seeded validation split out of the training data, normalises with
 statistics of the training split only, and puts each split on the device as one tensor, so that the
 training loop never touches per-sample Python.
@@ -25,6 +29,10 @@ class DatasetUnavailable(FileNotFoundError):
     """A dataset's files are not on this machine; the message says what was looked for and how to get it."""
 
 
+class DatasetCorrupt(DatasetUnavailable):
+    """A dataset's file is there but cannot be read (truncated, wrong format); the message names it."""
+
+
 @dataclass
 class RawDataset:
     name: str
@@ -36,6 +44,7 @@ class RawDataset:
     source: str  # where the data came from, recorded in every run folder
     exact: bool  # False for lossy copies such as cifar10-jpeg
     normalise: bool = True  # False for token ids
+    fingerprint: str = ""  # sha256 of the content read (see fingerprint.py); filled in by load_dataset
 
 
 @dataclass
@@ -55,6 +64,51 @@ class Splits:
 
 
 DATASETS: Registry[Callable[[list[Path]], RawDataset]] = Registry("dataset")
+#: name -> fn(data_dirs) -> fingerprint of the files the loader would read (None: hash the loaded arrays)
+FINGERPRINTERS: dict[str, Callable[[list[Path]], str | None]] = {}
+
+
+@dataclass(frozen=True)
+class DatasetKind:
+    """A user's data of one kind: ``load(path, data_dirs, args)``, ``fingerprint(path, data_dirs, args)``
+    and the dataclass of its settings (the config's ``data_args``)."""
+
+    load: Callable[..., "RawDataset"]
+    fingerprint: Callable[..., str]
+    Args: type
+
+
+@dataclass
+class NoArgs:
+    """A dataset without settings."""
+
+
+DATASET_KINDS: Registry[DatasetKind] = Registry("dataset kind")
+
+
+def check_dataset_name(name: str) -> None:
+    """Refuse an unknown dataset name (or ``kind:PATH`` with an unknown kind or no path)."""
+    if not isinstance(name, str):
+        raise ConfigError(f"dataset must be a name, got {name!r}")
+    kind, sep, path = name.partition(":")
+    if sep:
+        DATASET_KINDS.get(kind)
+        if not path:
+            raise ConfigError(f"dataset {name!r} names no path; write {kind}:PATH")
+    else:
+        DATASETS.get(name)
+
+
+def data_args_class(name: str) -> type:
+    """The settings dataclass of dataset ``name`` (``NoArgs`` for a named dataset)."""
+    kind, sep, _ = name.partition(":")
+    return DATASET_KINDS.get(kind).Args if sep else NoArgs
+
+
+def _args(name: str, data_args: dict | None):
+    from algorithms.base import dataclass_from_dict
+
+    return dataclass_from_dict(data_args_class(name), dict(data_args or {}), f"dataset {name} setting")
 
 
 def default_data_dirs() -> list[Path]:
@@ -64,10 +118,49 @@ def default_data_dirs() -> list[Path]:
     return dirs + [Path("data"), Path("../shared/data"), Path("/usr/share/datasets")]
 
 
-def load_dataset(name: str, data_dirs: Sequence[str | Path] | None = None) -> RawDataset:
-    loader = DATASETS.get(name)
-    dirs = [Path(d) for d in data_dirs] if data_dirs else default_data_dirs()
-    return loader(dirs)
+def _dirs(data_dirs: Sequence[str | Path] | None) -> list[Path]:
+    return [Path(d) for d in data_dirs] if data_dirs else default_data_dirs()
+
+
+def _files_fingerprint(name: str, dirs: list[Path], data_args: dict | None = None) -> str | None:
+    kind, sep, path = name.partition(":")
+    if sep:
+        return DATASET_KINDS.get(kind).fingerprint(Path(path).expanduser(), dirs, _args(name, data_args))
+    fingerprinter = FINGERPRINTERS.get(name)
+    return fingerprinter(dirs) if fingerprinter else None
+
+
+def _arrays_fingerprint(raw: RawDataset) -> str:
+    from .fingerprint import fingerprint_arrays
+
+    return fingerprint_arrays({"train_x": raw.train_x, "train_y": raw.train_y, "test_x": raw.test_x,
+                               "test_y": raw.test_y}, {"num_classes": raw.num_classes})
+
+
+def load_dataset(name: str, data_dirs: Sequence[str | Path] | None = None,
+                 data_args: dict | None = None) -> RawDataset:
+    """The dataset ``name`` (a registered name or ``kind:PATH`` with settings ``data_args``), its
+    content fingerprint filled in."""
+    check_dataset_name(name)
+    dirs = _dirs(data_dirs)
+    kind, sep, path = name.partition(":")
+    args = _args(name, data_args)
+    raw = DATASET_KINDS.get(kind).load(Path(path).expanduser(), dirs, args) if sep else DATASETS.get(name)(dirs)
+    if not raw.fingerprint:
+        raw.fingerprint = _files_fingerprint(name, dirs, data_args) or _arrays_fingerprint(raw)
+    return raw
+
+
+def dataset_fingerprint(name: str, data_dirs: Sequence[str | Path] | None = None,
+                        data_args: dict | None = None) -> str | None:
+    """The fingerprint a run of ``name`` will train with, without decoding the data where the files
+    can be hashed directly (then only the files' sizes and dates are read once their hash is
+    cached). None when the dataset is not on this machine."""
+    dirs = _dirs(data_dirs)
+    try:
+        return _files_fingerprint(name, dirs, data_args) or load_dataset(name, dirs, data_args).fingerprint
+    except DatasetUnavailable:
+        return None
 
 
 def find_file(data_dirs: Sequence[Path], candidates: Sequence[str]) -> Path | None:

@@ -4,13 +4,15 @@ download as the fallback when the files are not on this machine and the internet
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from .base import DATASETS, DatasetUnavailable, RawDataset, find_file
+from .base import DATASETS, FINGERPRINTERS, DatasetCorrupt, DatasetUnavailable, RawDataset, find_file
+from .fingerprint import fingerprint_files
 from .online import DOWNLOAD_ROOT, download_with_torchvision
 
 IDX_FILES = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
@@ -19,16 +21,28 @@ IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Parse one IDX file: two zero bytes, a dtype code, the number of dims, big-endian sizes, data."""
-    data = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
-    if data[:2] != b"\x00\x00" or data[2] not in IDX_DTYPES:
-        raise ValueError(f"{path} is not an IDX file")
+    """Parse one IDX file: two zero bytes, a dtype code, the number of dims, big-endian sizes, data.
+
+    A file that cannot be read as one (a truncated or non-gzip ``.gz``, a wrong magic number, fewer
+    values than the header says) raises ``DatasetCorrupt`` naming the file."""
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise DatasetCorrupt(f"{path} cannot be read: {type(exc).__name__}: {exc} (a truncated or not gzip file?)"
+                             ) from None
+    if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] not in IDX_DTYPES:
+        raise DatasetCorrupt(f"{path} is not an IDX file (wrong magic number {data[:4].hex() or 'none'})")
     ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DatasetCorrupt(f"{path}: truncated IDX header")
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    arr = np.frombuffer(data, dtype=IDX_DTYPES[data[2]], offset=4 + 4 * ndim)
-    if arr.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: header says {shape} but holds {arr.size} values (truncated?)")
-    return arr.reshape(shape)
+    dtype = np.dtype(IDX_DTYPES[data[2]])
+    if (len(data) - header) != int(np.prod(shape)) * dtype.itemsize:
+        raise DatasetCorrupt(f"{path}: header says {shape} but holds {(len(data) - header) // dtype.itemsize} "
+                             f"values (truncated?)")
+    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
 
 
 def _find_idx_dir(data_dirs: Sequence[Path], folders: Sequence[str]) -> Path | None:
@@ -37,14 +51,23 @@ def _find_idx_dir(data_dirs: Sequence[Path], folders: Sequence[str]) -> Path | N
     return hit.parent if hit else None
 
 
-def _read_split(folder: Path) -> dict[str, np.ndarray]:
+def _split_files(folder: Path) -> dict[str, Path]:
     out = {}
     for key, stem in IDX_FILES.items():
         path = folder / f"{stem}.gz" if (folder / f"{stem}.gz").exists() else folder / stem
         if not path.exists():
             raise DatasetUnavailable(f"{folder} lacks {stem}[.gz]; it needs all four IDX files")
-        out[key] = read_idx(path)
+        out[key] = path
     return out
+
+
+def _read_split(folder: Path) -> dict[str, np.ndarray]:
+    arrays = {key: read_idx(path) for key, path in _split_files(folder).items()}
+    for split in ("train", "test"):
+        if len(arrays[f"{split}_x"]) != len(arrays[f"{split}_y"]):
+            raise DatasetCorrupt(f"{folder}: {len(arrays[f'{split}_x'])} {split} images but "
+                                 f"{len(arrays[f'{split}_y'])} labels")
+    return arrays
 
 
 def idx_dataset(name: str, folders: Sequence[str], torchvision_class: str, how_to_get: str):
@@ -65,7 +88,14 @@ def idx_dataset(name: str, folders: Sequence[str], torchvision_class: str, how_t
                           as_images(arrays["test_x"]), torch.from_numpy(arrays["test_y"].astype(np.int64)),
                           num_classes=10, source=source, exact=True)
 
+    def fingerprint(data_dirs: list[Path]) -> str | None:
+        folder = _find_idx_dir(data_dirs, folders)
+        if folder is None:
+            return None  # a torchvision download: its arrays are hashed once loaded
+        return fingerprint_files([(p.name, p) for p in _split_files(folder).values()])
+
     DATASETS.register(name)(load)
+    FINGERPRINTERS[name] = fingerprint
     return load
 
 

@@ -2,13 +2,20 @@
 torchvision when online.
 
 ``cifar10-jpeg`` is the lossy JPEG copy in ../shared/data/cifar10-jpeg/: it keeps its own name in every
-result (never "cifar10"). Decoding 60000 JPEGs takes a while, so the decoded arrays are cached as one
-``.npz`` under data/cache/, keyed by the source file's size and modification time.
+result (never "cifar10"). ``imagefolder:PATH`` is a user's own folder or zip of the same layout
+(``train/`` and ``test/`` splits; classes are the class-folder names, sorted; every image of one
+size, any size; grey, RGBA and palette images become RGB).
+
+Decoding 60000 JPEGs takes a while, so the decoded arrays are cached as one ``.npz`` under
+data/cache/, keyed by the content fingerprint of the images (``fingerprint.py``) and the class
+list: other pictures, or changed files under the same name, never reuse another set's cache.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import zipfile
 from pathlib import Path
 from typing import Sequence
@@ -16,7 +23,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .base import DATASETS, DatasetUnavailable, RawDataset, cache_dir, find_file
+from .base import (DATASET_KINDS, DATASETS, FINGERPRINTERS, DatasetCorrupt, DatasetKind, DatasetUnavailable,
+                   NoArgs, RawDataset, cache_dir, find_file)
+from .fingerprint import fingerprint_tree
 from .online import download_with_torchvision
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -26,10 +35,13 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 def _list_members(source: Path) -> list[tuple[str, str, str]]:
     """(split, class, member name) of every image under ``source`` (a folder or a zip)."""
     if source.is_dir():
-        names = [str(p.relative_to(source)) for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
+        names = [p.relative_to(source).as_posix() for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
     else:
-        with zipfile.ZipFile(source) as zf:
-            names = [n for n in zf.namelist() if Path(n).suffix.lower() in IMAGE_SUFFIXES]
+        try:
+            with zipfile.ZipFile(source) as zf:
+                names = [n for n in zf.namelist() if Path(n).suffix.lower() in IMAGE_SUFFIXES]
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise DatasetCorrupt(f"{source} is not a readable zip file ({type(exc).__name__}: {exc})") from None
     out = []
     for name in sorted(names):
         parts = Path(name).parts
@@ -40,21 +52,34 @@ def _list_members(source: Path) -> list[tuple[str, str, str]]:
 
 def read_image_folder(source: Path, classes: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """Decode every image into uint8 (N, H, W, C) arrays per split, labels by class-folder order."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     members = _list_members(source)
     if not members:
         raise DatasetUnavailable(f"{source} holds no <split>/<class>/<image> files (split = train or test)")
+    missing = [split for split in ("train", "test") if not any(s == split for s, _, _ in members)]
+    if missing:
+        raise DatasetUnavailable(f"{source} has no {missing[0]}/<class>/<image> files; it needs train/ and test/")
     classes = list(classes) if classes else sorted({c for _, c, _ in members})
     label_of = {c: i for i, c in enumerate(classes)}
     zf = zipfile.ZipFile(source) if source.is_file() else None
     arrays: dict[str, list] = {"train_x": [], "train_y": [], "test_x": [], "test_y": []}
+    first = None  # (member name, shape) of the first image: every other must match it
     try:
         for split, cls, name in members:
             if cls not in label_of:
                 raise DatasetUnavailable(f"{source}: class folder {cls!r} is not one of {classes}")
-            raw = zf.read(name) if zf else (source / name).read_bytes()
-            arrays[f"{split}_x"].append(np.asarray(Image.open(io.BytesIO(raw)).convert("RGB")))
+            try:
+                raw = zf.read(name) if zf else (source / name).read_bytes()
+                image = np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"))
+            except (UnidentifiedImageError, OSError, zipfile.BadZipFile, ValueError) as exc:
+                raise DatasetCorrupt(f"{source}: {name} is not a readable image ({type(exc).__name__})") from None
+            if first is None:
+                first = (name, image.shape)
+            elif image.shape != first[1]:
+                raise DatasetCorrupt(f"{source}: {name} is {image.shape[1]}x{image.shape[0]} but {first[0]} is "
+                                     f"{first[1][1]}x{first[1][0]}; every image must have one size")
+            arrays[f"{split}_x"].append(image)
             arrays[f"{split}_y"].append(label_of[cls])
     finally:
         if zf:
@@ -62,14 +87,27 @@ def read_image_folder(source: Path, classes: Sequence[str] | None = None) -> dic
     return {k: np.stack(v) if k.endswith("_x") else np.asarray(v, dtype=np.int64) for k, v in arrays.items()}
 
 
-def _cached_image_folder(source: Path, classes: Sequence[str]) -> dict[str, np.ndarray]:
-    stat = source.stat()
-    cache = cache_dir() / f"{source.stem}-{stat.st_size}-{int(stat.st_mtime)}.npz"
+DECODE_VERSION = 1  # part of the decode cache's key: change it whenever read_image_folder changes
+
+
+def image_fingerprint(source: Path) -> str:
+    """Content fingerprint of an image folder's images (or of a zip's bytes)."""
+    return fingerprint_tree(source, IMAGE_SUFFIXES)
+
+
+def _cached_image_folder(source: Path, classes: Sequence[str] | None, fingerprint: str
+                         ) -> dict[str, np.ndarray]:
+    """Decoded arrays of ``source``, cached by its content fingerprint and the class list."""
+    key = f"{fingerprint}|{list(classes) if classes else 'sorted'}|{DECODE_VERSION}"
+    cache = cache_dir() / f"images-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
     if cache.exists():
-        with np.load(cache) as f:
-            return dict(f)
+        try:
+            with np.load(cache) as f:
+                return dict(f)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # a damaged cache file: decode again
+            cache.unlink(missing_ok=True)
     arrays = read_image_folder(source, classes)
-    tmp = cache.with_suffix(".tmp.npz")
+    tmp = cache.with_name(f".{cache.stem}.{os.getpid()}.tmp.npz")
     np.savez(tmp, **arrays)
     tmp.replace(cache)
     return arrays
@@ -99,18 +137,52 @@ def _interleave_classes(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-@DATASETS.register("cifar10-jpeg")
-def load_cifar10_jpeg(data_dirs: list[Path]) -> RawDataset:
+def _find_cifar10_jpeg(data_dirs: list[Path]) -> Path:
     candidates = ["cifar10-jpeg/cifar10-jpeg.zip", "cifar10-jpeg.zip", "cifar10-jpeg"]
     source = find_file(data_dirs, candidates)
     if source is None:
         raise DatasetUnavailable(
             f"dataset 'cifar10-jpeg' not found: looked for {', '.join(candidates)} in "
-            f"{', '.join(map(str, data_dirs))}; it is the lossy JPEG copy in ../shared/data/cifar10-jpeg/ "
-            f"(or any <split>/<class>/<image> folder or zip passed with --data-dir)")
-    arrays = _interleave_classes(_cached_image_folder(source, CIFAR10_CLASSES))
-    return _raw_from_arrays("cifar10-jpeg", arrays, 10, f"JPEG image folder {source} (lossy copy of CIFAR-10)",
-                            exact=False)
+            f"{', '.join(map(str, data_dirs))}; it is the lossy JPEG copy of CIFAR-10 in "
+            f"../shared/data/cifar10-jpeg/ (a folder of other images is the dataset imagefolder:PATH)")
+    return source
+
+
+@DATASETS.register("cifar10-jpeg")
+def load_cifar10_jpeg(data_dirs: list[Path]) -> RawDataset:
+    source = _find_cifar10_jpeg(data_dirs)
+    fingerprint = image_fingerprint(source)
+    arrays = _interleave_classes(_cached_image_folder(source, CIFAR10_CLASSES, fingerprint))
+    raw = _raw_from_arrays("cifar10-jpeg", arrays, 10, f"JPEG image folder {source} (lossy copy of CIFAR-10)",
+                           exact=False)
+    raw.fingerprint = fingerprint
+    return raw
+
+
+FINGERPRINTERS["cifar10-jpeg"] = lambda data_dirs: image_fingerprint(_find_cifar10_jpeg(data_dirs))
+
+
+def load_image_folder(path: Path, data_dirs: list[Path], args=None) -> RawDataset:
+    """``imagefolder:PATH``: a user's ``<split>/<class>/<image>`` folder or zip."""
+    if not path.exists():
+        raise DatasetUnavailable(f"dataset imagefolder:{path}: {path} does not exist")
+    fingerprint = image_fingerprint(path)
+    arrays = _interleave_classes(_cached_image_folder(path, None, fingerprint))
+    classes = sorted({c for _, c, _ in _list_members(path)})
+    raw = _raw_from_arrays(f"imagefolder:{path}", arrays, len(classes),
+                           f"image folder {path} ({len(classes)} classes: {', '.join(classes[:10])}"
+                           f"{', ...' if len(classes) > 10 else ''})", exact=True)
+    raw.fingerprint = fingerprint
+    return raw
+
+
+def _image_folder_fingerprint(path: Path, data_dirs: list[Path], args=None) -> str:
+    if not path.exists():
+        raise DatasetUnavailable(f"dataset imagefolder:{path}: {path} does not exist")
+    return image_fingerprint(path)
+
+
+DATASET_KINDS.register("imagefolder")(DatasetKind(load_image_folder, _image_folder_fingerprint, NoArgs))
 
 
 def _torchvision_cifar(name: str, class_name: str, num_classes: int):

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DATASETS, DatasetUnavailable, RawDataset, find_file
+from .base import DATASETS, FINGERPRINTERS, DatasetUnavailable, RawDataset, find_file
+from .fingerprint import fingerprint_tree
 from .sklearn_sets import TEST_FRACTION, TEST_SPLIT_SEED, _fixed_split
 
 SANTANDER_ENV = "BPFREE_SANTANDER_CSV"
@@ -114,3 +115,6 @@ def load_santander(data_dirs: list[Path]) -> RawDataset:
     raw = _fixed_split(x, y, "santander", source)
     raw.num_classes = 2  # binary whatever the split holds
     return raw
+
+
+FINGERPRINTERS["santander"] = lambda data_dirs: fingerprint_tree(find_santander(data_dirs))

@@ -38,7 +38,8 @@ import torch
 
 from algorithms.text_models import IMDB_VOCAB_SIZE, PAD_ID, UNKNOWN_ID
 
-from .base import DATASETS, DatasetUnavailable, RawDataset, cache_dir, find_file
+from .base import DATASETS, FINGERPRINTERS, DatasetUnavailable, RawDataset, cache_dir, find_file
+from .fingerprint import fingerprint_tree
 from .online import CONNECT_TIMEOUT_S
 
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
@@ -237,3 +238,18 @@ def load_imdb(data_dirs: Sequence[Path], *, vocab_size: int | None = None, seq_l
 @DATASETS.register("imdb")
 def _load_imdb_registered(data_dirs: list[Path]) -> RawDataset:
     return load_imdb(data_dirs)
+
+
+def imdb_fingerprint(data_dirs: Sequence[Path]) -> str | None:
+    """The archive's (or the extracted folder's reviews') content and every encoding setting; None
+    when neither is here (the download, once made, is fingerprinted as the archive)."""
+    source, _ = find_imdb([Path(d) for d in data_dirs])
+    if source is None:
+        return None
+    settings = {"vocab_size": IMDB_VOCAB_SIZE, "seq_len": IMDB_SEQUENCE_LENGTH, "tokeniser": TOKENISER_VERSION}
+    if source.is_file():
+        return fingerprint_tree(source, extra=settings)
+    return fingerprint_tree(source, (".txt",), extra=settings)
+
+
+FINGERPRINTERS["imdb"] = imdb_fingerprint

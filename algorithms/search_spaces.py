@@ -47,11 +47,11 @@ def _bp_like(trial, base):
 def _ff(trial, base):
     return {"batch_size": trial.suggest_categorical("batch_size", BATCH_SIZES),
             "hparams": {
-                # FF's local losses want larger steps than BP (its default lr is 1e-2)
-                "lr": trial.suggest_float("lr", 1e-4, 1e-1, log=True),
-                # goodness is a mean of squares of unit-length inputs' activations: ~1e-3 fresh, so
-                # thresholds well below Hinton's 2.0 (see algorithms/ff.py)
-                "threshold": trial.suggest_float("threshold", 0.005, 2.0, log=True),
+                # around FF's default 3e-3 (its local losses take somewhat larger steps than BP)
+                "lr": trial.suggest_float("lr", 1e-4, 3e-2, log=True),
+                # the mean square each layer aims between positive and negative data: its inputs are
+                # RMS-normalised, so 1 (loeweX's "sum of squares minus the width") is the middle
+                "threshold": trial.suggest_float("threshold", 0.25, 4.0, log=True),
                 "label_value": trial.suggest_float("label_value", 0.25, 4.0, log=True),
             }}
 

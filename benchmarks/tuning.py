@@ -522,6 +522,22 @@ def spec_study_name(base: ExperimentConfig, label: str, profile: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{default_study_name(base, label)}_{profile}")
 
 
+TRIAL_BUDGET_KEYS = ("epochs", "patience", "train_limit")
+
+
+def trial_budget(profile: dict[str, Any]) -> dict[str, Any]:
+    """A profile's ``tune`` mapping: what every trial gets instead of the final runs' budget.
+
+    A profile whose final runs train for long (Table 3's paper profile: up to 100 epochs) tunes on a
+    smaller, stated budget, the same for every algorithm, e.g. ``tune: {epochs: 8, patience: 3,
+    train_limit: 20000}``; without it trials get the profile's own epochs and patience."""
+    budget = profile.get("tune") or {}
+    unknown = sorted(set(budget) - set(TRIAL_BUDGET_KEYS))
+    if not isinstance(budget, dict) or unknown:
+        raise ConfigError(f"a profile's tune budget takes {', '.join(TRIAL_BUDGET_KEYS)}; got {budget!r}")
+    return dict(budget)
+
+
 def spec_cells(spec: dict[str, Any], profile: str, data_dirs: list[str] | None = None,
                algorithms: set[str] | None = None, datasets: set[str] | None = None
                ) -> list[tuple[str, ExperimentConfig]]:
@@ -529,8 +545,8 @@ def spec_cells(spec: dict[str, Any], profile: str, data_dirs: list[str] | None =
 
     The base is the cell's config for the profile's first seed, expanded *without* tuned settings,
     from the first group in spec order that has the cell (later groups with the same label, e.g.
-    memory runs, share its tuned settings); its ``epochs`` and ``patience`` are the profile's: the
-    budget of every trial, the same for every algorithm.
+    memory runs, share its tuned settings); its ``epochs`` and ``patience`` are the profile's, or
+    its ``tune`` budget's (:func:`trial_budget`): the budget of every trial, the same for every algorithm.
     """
     from .sweep import expand
 
@@ -545,6 +561,7 @@ def spec_cells(spec: dict[str, Any], profile: str, data_dirs: list[str] | None =
             key = (cfg.algorithm, cfg.dataset, label)
             if key not in cells:  # the first seed of the first group that has the cell
                 budget = {k: prof[k] for k in ("epochs", "patience") if k in prof}
+                budget.update(trial_budget(prof))
                 cells[key] = (label, dataclasses.replace(cfg, **budget))
     return list(cells.values())
 

@@ -81,7 +81,7 @@ def test_algorithm_knobs_are_searched():
 
 
 def test_default_params_are_the_configs_own_values():
-    assert default_params(base_config(algorithm="ff")) == {"batch_size": 64, "lr": 0.01, "threshold": 0.05,
+    assert default_params(base_config(algorithm="ff")) == {"batch_size": 64, "lr": 0.003, "threshold": 1.0,
                                                             "label_value": 1.0}
     # values outside the space are left to the sampler
     assert default_params(base_config(algorithm="bp", batch_size=100, hparams={"lr": 0.5})) == {}
@@ -257,3 +257,19 @@ def test_two_workers_fill_one_postgres_study(tmp_path):
         assert len(load_params_file(tmp_path / "params.json")) == 1
     finally:
         optuna.delete_study(study_name=study_name, storage=storage)
+
+
+def test_a_profiles_tune_budget_replaces_the_trials_epochs_and_data():
+    from benchmarks.sweep import load_spec
+    from algorithms import ConfigError
+    from benchmarks.tuning import spec_cells, trial_budget
+
+    spec = load_spec("table3")
+    budget = trial_budget(spec["profiles"]["paper"])
+    cells = spec_cells(spec, "paper", algorithms={"bp", "ff"}, datasets={"mnist"})
+    assert sorted(cfg.algorithm for _, cfg in cells) == ["bp", "ff"]
+    for _, cfg in cells:  # every algorithm's trials get the same reduced budget, not the runs' 100 epochs
+        assert (cfg.epochs, cfg.patience, cfg.train_limit) == (budget["epochs"], budget["patience"],
+                                                               budget["train_limit"])
+    with pytest.raises(ConfigError):
+        trial_budget({"tune": {"lr": 1}})

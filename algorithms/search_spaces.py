@@ -69,6 +69,24 @@ def _mf(trial, base):
     return out
 
 
+@SEARCH_SPACES.register("sff")
+def _sff(trial, base):
+    out = common_space(trial, base)
+    # the paper's auxiliary conv is 1x1 "or slightly larger"; granularity (layer vs hybrid block) is not
+    # searched: it is the variant a table compares, set per spec group
+    out["hparams"]["aux_kernel"] = trial.suggest_categorical("aux_kernel", [1, 3])
+    return out
+
+
+@SEARCH_SPACES.register("fg")
+def _fg(trial, base):
+    out = common_space(trial, base)
+    # averaging k directions divides the estimator's variance by k at k times the forward cost; perturb
+    # (weights vs activities) is the variant a table compares and is not searched
+    out["hparams"]["directions"] = trial.suggest_categorical("directions", [1, 2, 4])
+    return out
+
+
 def network_depth(base: Mapping[str, Any]) -> int | None:
     """Number of hidden blocks when the architecture arguments say it (MLP widths), else None."""
     args = dict(base.get("arch_args") or {})

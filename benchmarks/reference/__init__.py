@@ -12,6 +12,14 @@ regenerates from a fresh clone.
   group in ``benchmarks/specs/energy_study.yaml``, ``dataset`` the study's (``cifar10`` is the
   original CIFAR-10); metrics ``acc_diff`` (points), ``time_diff`` and ``energy_diff`` (% of BP),
   ``test_accuracy`` (%). The study published no memory differences.
+* ``local_learning_tables.csv``: the tables ``sff`` (Scalable Forward-Forward, Krutsylo 2025, arXiv
+  2501.03176) and ``fg`` (forward gradient with local losses, Ren et al. 2023, arXiv 2210.03310) of
+  ``benchmarks/specs/sff.yaml`` and ``fg.yaml``, in the Mono-Forward file's columns. Both papers report
+  other networks than the suite's cells (ResNet-18 and MobileNetV3; their own MLP and LocalMixer
+  configurations), so every cell has a row without a value whose note says so; rows of metric ``claim``
+  hold the papers' stated claims (from the abstracts) for the claim-by-claim report.
+
+``load_reference(table)`` looks the table up in every ``*_tables.csv`` here.
 """
 
 from __future__ import annotations
@@ -26,10 +34,16 @@ SPYRA2025_CSV = HERE / "spyra2025_summary.csv"
 PAPER_DATASET = {"cifar10-jpeg": "cifar10", "breast_cancer": "breast-cancer", "santander": "santander-transaction"}
 
 
-def load_reference(table: str, path: Path = MONO_FORWARD_CSV) -> list[dict[str, str]]:
-    """Published rows of ``table`` (e.g. "3", "4", "fig3")."""
-    with open(path, newline="") as f:
-        return [r for r in csv.DictReader(f) if r["table"] == table]
+TABLE_FILES = (MONO_FORWARD_CSV, HERE / "local_learning_tables.csv")
+
+
+def load_reference(table: str, path: Path | None = None) -> list[dict[str, str]]:
+    """Published rows of ``table`` (e.g. "3", "4", "fig3", "sff"), from ``path`` or every table file here."""
+    rows = []
+    for p in [path] if path is not None else TABLE_FILES:
+        with open(p, newline="") as f:
+            rows += [r for r in csv.DictReader(f) if r["table"] == table]
+    return rows
 
 
 def load_spyra2025(path: Path = SPYRA2025_CSV) -> dict[tuple[str, str, str, str], float]:

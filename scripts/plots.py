@@ -8,7 +8,7 @@
 
 Reads run folders under <results>/runs, sweep status files under <results>/sweeps and latency files
 under <results>/latency; writes <out>/figures/figN.{png,pdf}, <out>/tables/{table4,table5,fig3_slopes}.{md,csv}
-and the accuracy tables <out>/tables/{table1,table2,table3,table6}.{md,csv,tex}, printing each table.
+and the accuracy tables <out>/tables/{table1,table2,table3,table6,sff,fg}.{md,csv,tex}, printing each table.
 
 --profile NAME uses the runs of that profile of each target's spec (those whose run key matches
 `sweep.expand(spec, NAME)`). Without it, an accuracy table shows `paper` if any of its paper runs
@@ -32,7 +32,7 @@ from benchmarks.reference import load_reference
 from benchmarks.runs import is_done, iter_runs, load_run, prefer
 from benchmarks.sweep import SPECS_DIR, latest_statuses, load_spec, run_key, status_file
 
-ACCURACY_TABLES = ("table1", "table2", "table3", "table6")
+ACCURACY_TABLES = ("table1", "table2", "table3", "table6", "sff", "fg")  # sff, fg: the local-learning specs
 TARGETS = ("fig1", "fig2", "fig3", "fig4", "fig5", "table4", "table5", *ACCURACY_TABLES, "energy_study", "claims")
 SPEC_OF = {"fig1": "fig1", "fig2": "fig1", "fig3": "fig3", "fig4": "fig4", "fig5": "fig5", "table5": "table5",
            **{t: t for t in ACCURACY_TABLES}}  # table4 has no runs of its own (its accuracy: table3's runs)

@@ -169,7 +169,9 @@ def seed_outcome(key: str, seed: int, mode: str, runs_by_key: dict[str, dict], s
         return float(value), "ok", ""
     if status == "diverged":
         epoch = summary.get("diverged_epoch")
-        return None, "diverged", f"diverged (seed {seed}" + (f", epoch {epoch})" if epoch is not None else ")")
+        why = _short(summary["diverged_reason"].split(" in epoch")[0]) if summary.get("diverged_reason") else ""
+        return None, "diverged", (f"diverged (seed {seed}" + (f", epoch {epoch}" if epoch is not None else "")
+                                  + (f": {why})" if why else ")"))
     line = statuses.get(key)  # the sweep's latest word on a run without a finished folder
     if line is not None:
         if line["status"] == "unavailable":

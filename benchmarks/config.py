@@ -29,6 +29,8 @@ IMPLICIT_DEFAULTS: dict[str, Any] = {"precision": "fp32", "data_args": {}}
 # The same for an algorithm's hyperparameters: FF before loeweX's recipe normalised to unit length,
 # took the mean of squares minus the threshold, and had no cooldown.
 IMPLICIT_HPARAMS: dict[str, dict[str, Any]] = {"ff": {"normalisation": "unit", "logit": "mean", "cooldown": False}}
+# Fields that judge a run (when it counts as diverged, benchmarks/divergence.py), not what it computes.
+VERDICT_FIELDS = ("diverge_loss_factor", "chance_epochs", "chance_margin")
 SAVE_CHOICES = ("none", "best", "final")  # checkpoint in the run folder: none, the selected epoch's, the last
 
 
@@ -57,6 +59,10 @@ class ExperimentConfig:
     results_dir: str = "results/runs"
     quiet: bool = False
     save: str = "none"  # keep the weights (model.pt in the run folder): none | best | final
+    # divergence (benchmarks/divergence.py): loss above this many times its first step's; null: off
+    diverge_loss_factor: float | None = 100.0
+    chance_epochs: int | None = 3  # diverged if training accuracy is still at chance after this many epochs
+    chance_margin: float = 1.0  # points above chance (the most frequent class's share) that still count as chance
 
     def validate(self) -> None:
         from benchmarks.datasets import check_dataset_name
@@ -74,6 +80,14 @@ class ExperimentConfig:
         for key, value in positive.items():
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+        if self.diverge_loss_factor is not None and self.diverge_loss_factor <= 1:
+            raise ConfigError(f"diverge_loss_factor must be > 1 (or null: off), got {self.diverge_loss_factor}")
+        if self.chance_epochs is not None and self.chance_epochs < 1:
+            raise ConfigError(f"chance_epochs must be >= 1 (or null: off), got {self.chance_epochs}")
+        if self.chance_margin < 0:
+            raise ConfigError(f"chance_margin must be >= 0, got {self.chance_margin}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be an integer >= 0, got {self.seed}")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.patience is not None and self.val_fraction == 0:
@@ -111,7 +125,7 @@ class ExperimentConfig:
     def identity(self) -> dict[str, Any]:
         """What the run computes: every field but where things are, and no execution-only setting."""
         d = dataclasses.asdict(self)
-        for key in LOCATION_FIELDS:
+        for key in (*LOCATION_FIELDS, *VERDICT_FIELDS):
             d.pop(key)
         d["hparams"] = {k: v for k, v in d["hparams"].items() if k not in EXECUTION_HPARAMS}
         return d
@@ -160,15 +174,33 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} not found")
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
     if path.suffix in (".yaml", ".yml"):
         import yaml
-        values = yaml.safe_load(text)
+        try:
+            values = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            where = getattr(exc, "problem_mark", None)
+            at = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
+            raise ConfigError(f"config file {path} is not valid YAML{at}: "
+                              f"{getattr(exc, 'problem', None) or type(exc).__name__}") from None
     else:
-        values = json.loads(text)
+        try:
+            values = json.loads(text, parse_constant=_refuse_constant)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
+        except ValueError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys to values")
     return values
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows; write a finite number")
 
 
 def parse_assignments(items: list[str]) -> dict[str, Any]:

@@ -4,7 +4,9 @@
   shared between the parallel runs (``OMP_NUM_THREADS``), and where there are several GPUs each
   process sees one (``CUDA_VISIBLE_DEVICES``, taken from the parent's own when it has one:
   ``gpu_for_slot``). A run's output goes to
-  ``<results>/sweeps/logs/<run_id>.log``.
+  ``<results>/sweeps/logs/<run_id>.log``. A worker is killed when the sweep's process ends, however
+  it ends (``prctl(PR_SET_PDEATHSIG)``), and each run folder's lock (``runs.hold_run``) keeps two
+  sweeps from training one run at once: the second waits and reuses the result.
 * ``slurm``: one job array on a Slurm cluster through submitit (``pip install submitit``);
   ``options`` are submitit's executor parameters (``slurm_partition``, ``timeout_min``,
   ``gpus_per_node``, ...), ``jobs`` is the array's parallelism.
@@ -22,7 +24,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -40,7 +41,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 def run_one(config: dict[str, Any], force: bool = False) -> dict[str, Any]:
     """Run one config in this process; its outcome as a dict (never raises for a run's own failure)."""
     from algorithms import ConfigError, UnknownNameError
-    from .datasets import DatasetUnavailable
+    from .datasets import DatasetCorrupt, DatasetUnavailable
     from .runner import RunDiverged, run_experiment
     from .sweep import _outcome
 
@@ -50,6 +51,8 @@ def run_one(config: dict[str, Any], force: bool = False) -> dict[str, Any]:
     try:
         run_id = run_experiment(cfg, force=force).run_dir.name
         status, error = "completed", ""
+    except DatasetCorrupt as exc:
+        status, error = "failed", f"corrupt data: {exc}"
     except DatasetUnavailable as exc:
         status, error = "unavailable", str(exc)
     except RunDiverged as exc:
@@ -79,16 +82,22 @@ def local(configs: list[ExperimentConfig], jobs: int = 1, force: bool = False) -
                 env["CUDA_VISIBLE_DEVICES"] = gpu
         log_path = Path(cfg.results_dir).parent / "sweeps" / "logs" / f"{cfg.run_id()}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            cfg_path, out_path = Path(tmp) / "config.json", Path(tmp) / "outcome.json"
-            cfg_path.write_text(json.dumps(cfg.to_dict()))
-            started = time.perf_counter()
-            with open(log_path, "w") as log:
-                code = subprocess.call([sys.executable, "-m", "benchmarks.launchers", str(cfg_path), str(out_path),
-                                        *(["--force"] if force else [])], stdout=log, stderr=subprocess.STDOUT,
-                                       env=env)
-            if out_path.exists():
-                return json.loads(out_path.read_text())
+        started = time.perf_counter()
+        # the config goes in on stdin and the outcome comes back as the log's last line: no temporary
+        # files, so a sweep killed at any point leaves nothing behind but its logs
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "benchmarks.launchers", *(["--force"] if force else [])],
+                                    stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                    preexec_fn=_die_with_parent, text=True)
+            try:
+                proc.communicate(json.dumps(cfg.to_dict()))
+            except BaseException:
+                proc.kill()
+                raise
+            code = proc.returncode
+        outcome = _outcome_from_log(log_path)
+        if outcome is not None:
+            return outcome
         from .sweep import _outcome
         return _outcome(cfg, "failed", f"the run's process ended with exit code {code}; see {log_path}",
                         time.perf_counter() - started)
@@ -162,8 +171,39 @@ def _cuda_device_count() -> int:
         return 0
 
 
-if __name__ == "__main__":  # the local launcher's worker: CONFIG_JSON OUTCOME_JSON [--force]
-    config_path, outcome_path = sys.argv[1], sys.argv[2]
-    outcome = run_one(json.loads(Path(config_path).read_text()), force="--force" in sys.argv[3:])
-    Path(outcome_path).write_text(json.dumps(outcome))
+OUTCOME = "OUTCOME "  # prefix of the worker's last line: its outcome as JSON
+
+
+def _die_with_parent() -> None:
+    """In a worker, before it starts: be killed when the sweep's process ends, however it ends
+    (Linux ``prctl(PR_SET_PDEATHSIG, SIGKILL)``), so that no run goes on training unwatched and a
+    restarted sweep never trains a run a second time at once. Elsewhere a no-op."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        except OSError:
+            pass
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
+
+
+def _outcome_from_log(log_path: Path) -> dict[str, Any] | None:
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        if line.startswith(OUTCOME):
+            try:
+                return json.loads(line[len(OUTCOME):])
+            except json.JSONDecodeError:
+                return None
+    return None
+
+
+if __name__ == "__main__":  # the local launcher's worker: the config as JSON on stdin, [--force]
+    outcome = run_one(json.loads(sys.stdin.read()), force="--force" in sys.argv[1:])
     print(f"{outcome['status']}: {outcome['run_id']} {outcome['error']}".rstrip())
+    print(OUTCOME + json.dumps(outcome, allow_nan=False), flush=True)

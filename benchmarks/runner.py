@@ -29,7 +29,8 @@ from .datasets import Splits, load_dataset, prepare_splits
 from .environment import describe_environment
 from .measure import METERS, RunContext, close_meters, synchronize
 from .numerics import autocast, run_numerics
-from .runs import append_jsonl, is_done, mark_done, read_json, write_json
+from .divergence import chance_accuracy, thresholds, verdict
+from .runs import RunBusy, append_jsonl, check_writable, hold_run, is_done, mark_done, read_json, write_json
 
 CHECK_EVERY = 50  # steps between checks for a non-finite loss (each check waits for the device)
 CHECKPOINT = "model.pt"  # the trainer's state_dict when config.save is best or final
@@ -43,7 +44,10 @@ def save_checkpoint(trainer: Trainer, run_dir: Path) -> None:
 
 
 class RunDiverged(RuntimeError):
-    """The loss became NaN or infinite; the run folder records it as diverged."""
+    """The run diverged (benchmarks/divergence.py); the run folder records it as diverged, with why."""
+
+
+__all__ = ["RunBusy", "RunDiverged", "RunResult", "run_experiment"]  # RunBusy: another process trains the run
 
 
 @dataclass
@@ -88,18 +92,21 @@ def evaluate(trainer: Trainer, splits: Splits, cfg: ExperimentConfig) -> dict[st
 
 
 def run_experiment(config: ExperimentConfig, force: bool = False,
-                   on_epoch: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+                   on_epoch: Callable[[dict[str, Any]], None] | None = None, wait: bool = True) -> RunResult:
     """Train one config and write its run folder; reuse a finished one unless ``force``.
 
     ``on_epoch`` is called with each epoch's metrics row (a tuner reports to its pruner there); an
-    exception it raises ends the run, recorded as failed with that exception's name.
+    exception it raises ends the run, recorded as failed with that exception's name. While another
+    process trains the same run, wait for it (then reuse its result) or, with ``wait=False``, raise
+    ``RunBusy``; two processes never write into one folder.
     """
     cfg = config.resolve()
+    check_writable(cfg.results_dir)
     # The data's content fingerprint is part of the run's identity: other data under the same name
     # is another run. Everything that can fail on bad input fails before anything is written.
     raw = load_dataset(cfg.dataset, cfg.data_dirs, cfg.data_args)
     run_dir = Path(cfg.results_dir) / cfg.run_id(raw.fingerprint)
-    if is_done(run_dir) and not force and (cfg.save == "none" or (run_dir / CHECKPOINT).exists()):
+    if _reusable(cfg, run_dir, force):
         return RunResult(run_dir, read_json(run_dir / "summary.json"), reused=True)
 
     device = torch.device(cfg.device)
@@ -109,7 +116,18 @@ def run_experiment(config: ExperimentConfig, force: bool = False,
     trainer = ALGORITHMS.get(cfg.algorithm)(splits.input_shape, splits.num_classes, cfg.arch,
                                             cfg.arch_args, cfg.hparams).to(device)
     meters = [METERS.get(name)() for name in cfg.measure]
+    with hold_run(run_dir, wait=wait):  # from here on this process is the run folder's only writer
+        if _reusable(cfg, run_dir, force):  # another process finished it while this one waited
+            return RunResult(run_dir, read_json(run_dir / "summary.json"), reused=True)
+        return _run_held(cfg, raw, run_dir, on_epoch, device, splits, trainer, meters)
 
+
+def _reusable(cfg: ExperimentConfig, run_dir: Path, force: bool) -> bool:
+    return is_done(run_dir) and not force and (cfg.save == "none" or (run_dir / CHECKPOINT).exists())
+
+
+def _run_held(cfg: ExperimentConfig, raw, run_dir: Path, on_epoch, device, splits, trainer, meters) -> RunResult:
+    """The rest of ``run_experiment``, while this process holds the run's lock."""
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
@@ -177,6 +195,8 @@ def train_epoch(trainer: Trainer, xs: torch.Tensor, ys: torch.Tensor, batch_size
                 losses = trainer.update(x, y)
         for key, value in losses.items():
             sums[key] = sums[key] + value if key in sums else value
+        if step == 0:
+            first = losses["loss"]
         for meter in meters:
             meter.after_step()
         if on_step is not None:
@@ -184,7 +204,10 @@ def train_epoch(trainer: Trainer, xs: torch.Tensor, ys: torch.Tensor, batch_size
         if step % CHECK_EVERY == 0 and not torch.isfinite(losses["loss"]):
             break
     trainer.end_epoch()  # inside the epoch's timed region: e.g. CaFo's closed-form predictor solve
-    return {key: float(value) / len(steps) for key, value in sums.items()}
+    out = {key: float(value) / len(steps) for key, value in sums.items()}
+    if sums:
+        out["loss_first_step"] = float(first)  # where divergence is measured from (benchmarks/divergence.py)
+    return out
 
 
 def _train(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, meters: list, run_dir: Path,
@@ -197,6 +220,7 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, meters: list
     generator = torch.Generator().manual_seed(cfg.seed)
     n, bs = len(splits.train_y), cfg.batch_size
     history, best, since_best = [], None, 0
+    first_loss, chance = None, chance_accuracy(splits.train_y[:cfg.train_eval_limit])
     started = time.perf_counter()
     trainer.train(True)
     for epoch in range(cfg.epochs):
@@ -217,14 +241,20 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, meters: list
         for meter in reversed(meters):  # nested: the last started (the clock) ends first
             row.update(meter.end_epoch(epoch))
         row.update(mean_losses)
+        if first_loss is None:
+            first_loss = row.get("loss_first_step")
         if not math.isfinite(row["loss"]):
-            return _diverged(cfg, run_dir, row, history, meters)
+            return _diverged(cfg, run_dir, row, history, meters, verdict(cfg, row, history, first_loss, chance,
+                                                                         default_mode))
         t_eval = time.perf_counter()
         row.update(evaluate(trainer, splits, cfg))
         row["eval_time_s"] = time.perf_counter() - t_eval
         append_jsonl(run_dir / "metrics.jsonl", row)
         history.append(row)
         _log(cfg, _epoch_line(cfg, row, default_mode))
+        reason = verdict(cfg, row, history[:-1], first_loss, chance, default_mode)
+        if reason is not None:
+            return _diverged(cfg, run_dir, row, history, meters, reason)
         if on_epoch is not None:
             on_epoch(row)
         if selection_key and (best is None or row[selection_key] > best[selection_key]):
@@ -252,6 +282,7 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, meters: list
         "test_acc": selected[f"test_acc_{default_mode}"],
         "parameters": {mode: trainer.inference_parameters(mode) for mode in trainer.prediction_modes},
         "wall_time_s": time.perf_counter() - started,
+        "divergence_thresholds": thresholds(cfg),
         "measurements": {k: v for meter in meters for k, v in meter.end_run().items()},
     }
     if cfg.save != "none":
@@ -262,14 +293,14 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, meters: list
     return summary
 
 
-def _diverged(cfg, run_dir, row, history, meters) -> dict:
-    summary = {"status": "diverged", "diverged_epoch": row["epoch"], "epochs_run": len(history),
+def _diverged(cfg, run_dir, row, history, meters, reason: str) -> dict:
+    summary = {"status": "diverged", "diverged_epoch": row["epoch"], "diverged_reason": reason,
+               "divergence_thresholds": thresholds(cfg), "epochs_run": len(history),
                "last_losses": {k: v for k, v in row.items() if k.startswith("loss")},
                "measurements": {k: v for meter in meters for k, v in meter.end_run().items()}}
     write_json(run_dir / "summary.json", summary)
     mark_done(run_dir)  # deterministic: running the same config again would diverge again
-    raise RunDiverged(f"{run_dir.name}: loss became non-finite in epoch {row['epoch']} "
-                      f"(hparams {cfg.hparams}); recorded in {run_dir}")
+    raise RunDiverged(f"{run_dir.name}: {reason} (hparams {cfg.hparams}); recorded in {run_dir}")
 
 
 def _epoch_line(cfg: ExperimentConfig, row: dict, mode: str) -> str:

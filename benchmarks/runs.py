@@ -9,12 +9,21 @@
         done               written last, only for a finished run (completed or diverged)
 
 Every whole-file write is atomic (temporary file, then ``os.replace``); ``metrics.jsonl`` is only
-ever appended to. Tables and figures read these folders and nothing else.
+ever appended to. Every file is strict JSON: a NaN or infinite number is written as ``null`` and
+named under ``"non_finite"`` (``"summary.last_losses.loss: nan"``), so any JSON reader can read it.
+Files are created readable by others (mode 0644 under the usual umask), like any other file.
+
+One process trains a run at a time: ``hold_run`` takes an exclusive lock (``filelock``) on
+``<results_dir>/.locks/<run_id>.lock`` for as long as the run trains; the operating system drops it
+when the process ends, however it ends. A second process on the same run waits for it, or stops
+with ``RunBusy``, and never writes into the folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import tempfile
 import time
@@ -24,14 +33,65 @@ from typing import Any, Callable, Iterable, Iterator
 DONE = "done"
 
 
-def write_json(path: Path, value: Any) -> None:
+def check_writable(folder: str | Path) -> None:
+    """Refuse, as a ``ConfigError``, a results folder that is a file or cannot be created or written."""
+    from algorithms import ConfigError
+
+    folder = Path(folder)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ConfigError(f"results folder {folder}: {existing} is a file, not a folder")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"results folder {folder}: {existing} is not writable here")
+
+
+def strict(value: Any, where: str = "", found: list[str] | None = None) -> Any:
+    """``value`` with every NaN/inf float replaced by None; each replaced one's path added to ``found``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        if found is not None:
+            found.append(f"{where}: {value}")
+        return None
+    if isinstance(value, dict):
+        return {k: strict(v, f"{where}.{k}" if where else str(k), found) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(v, f"{where}[{i}]", found) for i, v in enumerate(value)]
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy or torch scalar
+        return strict(value.item(), where, found)
+    return value
+
+
+def dumps(value: Any, **kwargs) -> str:
+    """Strict JSON text of ``value``: non-finite numbers become null, named under ``non_finite``."""
+    found: list[str] = []
+    value = strict(value, "", found)
+    if found and isinstance(value, dict):
+        value = {**value, "non_finite": found}
+    return json.dumps(value, sort_keys=True, default=str, allow_nan=False, **kwargs)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """``text`` into ``path`` through a temporary file in the same folder, readable as a new file is."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(value, f, indent=2, sort_keys=True, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, value: Any) -> None:
+    write_text_atomic(path, dumps(value, indent=2) + "\n")
 
 
 def read_json(path: Path) -> Any:
@@ -39,15 +99,57 @@ def read_json(path: Path) -> Any:
 
 
 def append_jsonl(path: Path, value: Any) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(value, sort_keys=True, default=str) + "\n")
+    """One line, in one write (``O_APPEND``): lines of concurrent writers never interleave."""
+    line = (dumps(value) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every line's object; a last line cut short by a killed writer is left out."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    out = []
+    for i, line in enumerate(lines):
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i != len(lines) - 1:
+                raise
+    return out
+
+
+class RunBusy(RuntimeError):
+    """Another process is training this run now."""
+
+
+LOCKS = ".locks"
+
+
+@contextlib.contextmanager
+def hold_run(run_dir: Path, wait: bool = True, poll_s: float = 0.5) -> Iterator[None]:
+    """Hold the run's lock while the block runs: wait for another holder, or (``wait=False``) raise
+    ``RunBusy`` at once."""
+    from filelock import FileLock, Timeout
+
+    run_dir = Path(run_dir)
+    lock_dir = run_dir.parent / LOCKS
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_dir / f"{run_dir.name}.lock"))
+    try:
+        lock.acquire(timeout=-1 if wait else 0, poll_interval=poll_s)
+    except Timeout:
+        raise RunBusy(f"run {run_dir.name} is being trained by another process now; its folder is left to it "
+                      f"(try again when it has finished: the finished run is then reused)") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def is_done(run_dir: Path) -> bool:

@@ -53,7 +53,7 @@ from typing import Any, Iterable
 from algorithms import ConfigError
 from algorithms.base import EXECUTION_HPARAMS
 
-from .config import LOCATION_FIELDS, ExperimentConfig, with_implicit_defaults
+from .config import LOCATION_FIELDS, VERDICT_FIELDS, ExperimentConfig, with_implicit_defaults
 from .runs import append_jsonl, is_done, read_jsonl
 
 SPECS_DIR = Path(__file__).resolve().parent / "specs"
@@ -77,15 +77,27 @@ def load_spec(name_or_path: str | Path) -> dict[str, Any]:
         path = SPECS_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         raise ConfigError(f"no spec {str(name_or_path)!r}; choose one of: {', '.join(spec_names())} (or a path)")
-    spec = yaml.safe_load(path.read_text())
     where = f"spec {path.name}"
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ConfigError(f"{where} is not valid YAML{at}: {getattr(exc, 'problem', None) or type(exc).__name__}"
+                          ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where} cannot be read: {exc}") from None
     if not isinstance(spec, dict):
         raise ConfigError(f"{where} must hold a mapping")
     _refuse_unknown(spec, SPEC_KEYS, where)
     for key in ("name", "profiles", "groups"):
         if key not in spec:
             raise ConfigError(f"{where} has no {key!r}")
+    if not isinstance(spec["groups"], list) or not isinstance(spec["profiles"], dict):
+        raise ConfigError(f"{where}: groups must be a list and profiles a mapping")
     for i, group in enumerate(spec["groups"]):
+        if not isinstance(group, dict):
+            raise ConfigError(f"{where} group {i + 1} must be a mapping, got {group!r}")
         _refuse_unknown(group, GROUP_KEYS, f"{where} group {i + 1}")
         for key in ("datasets", "arch", "algorithms"):
             if key not in group:
@@ -169,7 +181,7 @@ def run_key(config: dict[str, Any]) -> str:
     the newest with a fingerprint: ``runs.prefer``).
     """
     config = with_implicit_defaults(config)
-    identity = {k: v for k, v in config.items() if k not in (*LOCATION_FIELDS, "device")}
+    identity = {k: v for k, v in config.items() if k not in (*LOCATION_FIELDS, *VERDICT_FIELDS, "device")}
     if isinstance(identity.get("hparams"), dict):
         identity["hparams"] = {k: v for k, v in identity["hparams"].items() if k not in EXECUTION_HPARAMS}
     return json.dumps(identity, sort_keys=True)

@@ -72,6 +72,7 @@ from algorithms.search_spaces import search_space
 from .config import LOCATION_FIELDS, ExperimentConfig
 from .runner import RunDiverged, run_experiment
 from .runs import read_json, write_json
+from .sweep import run_dir_of
 
 try:  # Optuna >= 4.0
     from optuna.storages.journal import JournalFileBackend, JournalStorage
@@ -307,7 +308,7 @@ def make_objective(base: ExperimentConfig) -> Callable[[optuna.Trial], float]:
     def objective(trial: optuna.Trial) -> float:
         cfg = trial_config(trial, base)
         resolved = cfg.resolve()  # a bad sampled value fails here as ConfigError (the trial fails)
-        run_dir = Path(resolved.results_dir) / resolved.run_id()
+        run_dir = run_dir_of(resolved)  # the data's fingerprint is part of the folder's name
         trial.set_user_attr("run_dir", str(run_dir))
         seen: list[dict] = []
 

@@ -25,6 +25,7 @@ DEFAULT_ALGORITHMS = ("bp", "fa", "dfa", "ff", "mf")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.error = lambda message: p.exit(2, f"error: {message} (see --help)\n")  # one line, as every bad input
     p.add_argument("--algorithms", default=",".join(DEFAULT_ALGORITHMS), help="comma-separated")
     p.add_argument("--dataset", default="digits")
     p.add_argument("--widths", default="1000,1000", help="hidden widths of the MLP")
@@ -62,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         names = [a for a in args.algorithms.split(",") if a]
         for name in names:
             ALGORITHMS.get(name)  # fail on a typo before training anything
-        widths = [int(w) for w in args.widths.split(",")]
+        try:
+            widths = [int(w) for w in args.widths.split(",")]
+        except ValueError:
+            raise ConfigError(f"--widths takes comma-separated integers, e.g. 1000,1000, got {args.widths!r}") from None
         for name in names:
             cfg = ExperimentConfig(algorithm=name, dataset=args.dataset, arch_args={"widths": widths},
                                    epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,

@@ -24,7 +24,7 @@ from algorithms import ALGORITHMS, ConfigError
 from benchmarks.datasets import DatasetUnavailable, load_dataset, prepare_splits
 from benchmarks.environment import describe_environment
 from benchmarks.latency import latency_rows
-from benchmarks.runs import write_json
+from benchmarks.runs import check_writable, write_json
 
 # profile -> (timed calls for one image, timed calls for the batch, warm-up calls)
 PROFILES = {"quick": (100, 5, 2),   # the batch of 10000 with FF's 10 passes takes ~7 s per call on 2 CPU cores
@@ -40,17 +40,23 @@ def device_slug(env: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.error = lambda message: p.exit(2, f"error: {message} (see --help)\n")  # one line, as every bad input
     p.add_argument("--profile", default="quick", choices=sorted(PROFILES))
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--out", default="results/latency", help="folder for the measurement file")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if args.device == "auto" else args.device))
     try:
+        if args.threads is not None and args.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+        if args.device not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", args.device):
+            raise ConfigError(f"--device must be auto, cpu or cuda[:N], got {args.device!r}")
+        check_writable(args.out)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                              else ("cpu" if args.device == "auto" else args.device))
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"device {device} asked for, but no CUDA device is available here")
         raw = load_dataset(args.dataset)

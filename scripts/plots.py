@@ -214,6 +214,7 @@ def accuracy_table(name, all_runs, out, results, profile, params_file) -> list[s
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.error = lambda message: p.exit(2, f"error: {message} (see --help)\n")  # one line, as every bad input
     p.add_argument("--results", default="results", help="results folder (runs/ and latency/ inside)")
     p.add_argument("--out", help="where figures/ and tables/ go (default: the results folder)")
     p.add_argument("--only", nargs="+", choices=TARGETS, default=list(TARGETS))

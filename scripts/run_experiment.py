@@ -6,7 +6,8 @@
     python scripts/run_experiment.py --list            # what can be chosen
 
 Flags override the config file. Exit codes: 0 finished (or reused), 2 bad input or missing
-data (nothing written), 3 the run diverged (recorded in its folder).
+data (nothing written), 3 the run diverged (recorded in its folder), 5 another process is training
+the same run and --no-wait was given (without it, this one waits and then reuses that result).
 """
 
 from __future__ import annotations
@@ -19,12 +20,18 @@ from algorithms import ALGORITHMS, ARCHITECTURES, ConfigError, UnknownNameError
 from benchmarks.config import ExperimentConfig, load_config_file, parse_assignments
 from benchmarks.datasets import DATASETS, DatasetUnavailable
 from benchmarks.measure import METERS
-from benchmarks.runner import RunDiverged, run_experiment
+from benchmarks.runner import RunBusy, RunDiverged, run_experiment
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``error: ...``) and exit 2, as every other bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="JSON or YAML file of ExperimentConfig keys")
     p.add_argument("--algorithm", "-a")
     p.add_argument("--dataset", "-d")
@@ -42,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--measure", help="comma-separated meters, e.g. time,memory,energy")
     p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE", help="algorithm hyperparameter")
     p.add_argument("--arch-arg", action="append", default=[], metavar="KEY=VALUE", help="architecture argument")
+    p.add_argument("--data-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="setting of a csv:PATH dataset: label=COLUMN, test=PATH, test_fraction=0.2, split_seed=0")
     p.add_argument("--data-dir", action="append", help="where datasets are looked for (repeatable; "
                                                         "default: $BPFREE_DATA_DIR, data, ../shared/data, /usr/share/datasets)")
     p.add_argument("--results-dir", help="parent of run folders (default results/runs)")
@@ -50,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="any config field, value as JSON, e.g. train_eval_limit=5000 or hparams={\"lr\":0.01}")
     p.add_argument("--force", action="store_true", help="run again even if a finished run exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    p.add_argument("--no-wait", action="store_true",
+                   help="if another process is training the same run, exit 5 at once instead of waiting for it")
     p.add_argument("--list", action="store_true", help="list algorithms, architectures, datasets and meters")
     return p
 
@@ -67,16 +78,22 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         values["quiet"] = True
     if args.measure:
         values["measure"] = [m for m in args.measure.split(",") if m]
+    for key in ("hparams", "arch_args", "data_args"):
+        if not isinstance(values.get(key, {}), dict):
+            raise ConfigError(f"{key} must be a mapping of keys to values, got {values[key]!r}")
     hparams = dict(values.get("hparams", {}), **parse_assignments(args.hp))
     if args.lr is not None:
         hparams["lr"] = args.lr
     arch_args = dict(values.get("arch_args", {}), **parse_assignments(args.arch_arg))
-    if args.widths:
+    if args.widths is not None:
         try:
             arch_args["widths"] = [int(w) for w in args.widths.split(",")]
         except ValueError:
-            raise ConfigError(f"--widths takes comma-separated integers, got {args.widths!r}") from None
+            raise ConfigError(f"--widths takes comma-separated integers, e.g. 1000,1000, got {args.widths!r}") from None
+    data_args = dict(values.get("data_args", {}), **parse_assignments(args.data_arg))
     values.update(hparams=hparams, arch_args=arch_args)
+    if data_args:
+        values["data_args"] = data_args
     return ExperimentConfig.from_dict(values)
 
 
@@ -88,7 +105,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{title}: {', '.join(registry.names())}")
         return 0
     try:
-        result = run_experiment(config_from_args(args), force=args.force)
+        config = config_from_args(args)
+        try:
+            result = run_experiment(config, force=args.force, wait=False)
+        except RunBusy as exc:
+            if args.no_wait:
+                print(f"busy: {exc}", file=sys.stderr)
+                return 5
+            print(f"waiting: {str(exc).split(';')[0]}; its result will be reused", file=sys.stderr, flush=True)
+            result = run_experiment(config, wait=True)
     except (ConfigError, UnknownNameError, DatasetUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

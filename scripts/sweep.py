@@ -33,12 +33,14 @@ from pathlib import Path
 from algorithms import ConfigError, UnknownNameError
 from benchmarks.config import parse_assignments as parse_kv
 from benchmarks.launchers import LAUNCHERS
+from benchmarks.runs import check_writable
 from benchmarks.sweep import expand, load_spec, profile_names, run_configs, spec_names, status_file
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.error = lambda message: p.exit(2, f"error: {message} (see --help)\n")  # one line, as every bad input
     p.add_argument("spec", nargs="?", help="spec name (e.g. table3) or path to a spec YAML file")
     p.add_argument("--profile", default="quick", help="quick (2 CPU cores) or paper (the paper's protocol)")
     p.add_argument("--run", action="store_true", help="run the runs that are not finished (default: list them)")
@@ -75,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.jobs < 1:
             raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
         LAUNCHERS.get(args.launcher)
+        check_writable(args.results)
         spec = load_spec(args.spec)
         algos, datasets, seeds = _only(args.algorithms), _only(args.datasets), _only(args.seeds)
         tune_failed = False

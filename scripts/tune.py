@@ -18,11 +18,13 @@ Exit codes: 0 done, 2 bad input or missing data, 4 the study exists with another
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from run_experiment import build_parser as experiment_parser, config_from_args  # scripts/ is on sys.path
 
 from algorithms import ConfigError, UnknownNameError
 from benchmarks.datasets import DatasetUnavailable
+from benchmarks.runs import check_writable
 from benchmarks.tuning import HEARTBEAT_INTERVAL, PARAMS_FILE, STUDIES_DIR, TuningError, tune
 
 
@@ -38,8 +40,8 @@ def build_parser():
     t.add_argument("--storage", help="journal file *.log (default results/studies/<study>.log) or a "
                                      "database URL, e.g. postgresql://user@host:5432/db")
     t.add_argument("--studies-dir", default=STUDIES_DIR, help=f"where studies, runs and CSVs go ({STUDIES_DIR})")
-    t.add_argument("--params-file", default=PARAMS_FILE, help=f"JSON file of best settings ({PARAMS_FILE}); "
-                                                               "'none' writes none")
+    t.add_argument("--params-file", help=f"JSON file of best settings (default <studies dir>/best_params.json, "
+                                         f"i.e. {PARAMS_FILE}); 'none' writes none")
     t.add_argument("--tune-seed", type=int, default=0, help="seed of the TPE sampler (the run seed is --seed)")
     t.add_argument("--worker-id", type=int, default=0,
                    help="give each of several parallel workers its own id (their samplers differ)")
@@ -59,11 +61,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--trials N is required")
     if args.force:
         parser.error("--force does not apply to tuning (finished trial runs are reused)")
+    params_file = (None if args.params_file == "none" else args.params_file or
+                   str(Path(args.studies_dir) / Path(PARAMS_FILE).name))
     try:
+        if args.trials < 1:
+            raise ConfigError(f"--trials must be >= 1, got {args.trials}")
+        check_writable(args.studies_dir)
         outcome = tune(config_from_args(args), args.trials, study_name=args.study, storage=args.storage,
                        studies_dir=args.studies_dir, label=args.label, seed=args.tune_seed,
                        worker_id=args.worker_id, pruner=args.pruner,
-                       params_file=None if args.params_file == "none" else args.params_file,
+                       params_file=params_file,
                        heartbeat_interval=args.heartbeat)
     except (ConfigError, UnknownNameError, DatasetUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)

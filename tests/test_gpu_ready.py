@@ -420,7 +420,7 @@ def test_gpu_check_dry_run_performs_every_step_and_says_what_it_did(tmp_path):
     assert all(s.split(": ", 1)[1].startswith("ran") for s in steps if s.split(":")[0] in ("table5", "table3"))
     records = [json.loads(line) for line in (results / "gpu_check" / "steps.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == listed and all(r["dry_run"] for r in records)
-    runs = list((results / "runs").iterdir())
+    runs = [p for p in (results / "runs").iterdir() if p.is_dir() and not p.name.startswith(".")]  # no lock files
     assert runs and all((r / "done").exists() for r in runs)
     assert (results / "gpu_check" / "tables" / "table5.md").exists()
     assert (results / "gpu_check" / "tables" / "fig3_slopes.md").exists()

@@ -169,15 +169,14 @@ class ForwardForward(Trainer):
         return (y + offset) % self.num_classes  # uniform over the other classes, never y
 
     def update(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        pos = self.layer_activations(self.embed(x, y))
-        neg = self.layer_activations(self.embed(x, self.wrong_labels(y)))
+        neutral = self._neutral(x) if self.hp.onepass_head else None
+        acts = self.labelled_activations(x, [y, self.wrong_labels(y), neutral], without_grad=(2,))
+        pos, neg = acts[0], acts[1]
         losses = {}
         for i, (hp_, hn) in enumerate(zip(pos, neg)):
             losses[f"loss_layer{i + 1}"] = (F.softplus(-self.logits(hp_)) + F.softplus(self.logits(hn))).mean()
-        if self.hp.onepass_head:
-            with torch.no_grad():
-                neutral = torch.cat(self.layer_activations(self.embed(x, self._neutral(x))), 1)
-            losses["loss_onepass"] = F.cross_entropy(self.onepass(neutral), y)
+        if self.hp.onepass_head:  # the head learns on detached activations: nothing of it reaches a layer
+            losses["loss_onepass"] = F.cross_entropy(self.onepass(torch.cat(acts[2], 1)), y)
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
         sum(losses.values()).backward()
@@ -185,6 +184,52 @@ class ForwardForward(Trainer):
             opt.step()
         out = {k: v.detach() for k, v in losses.items()}
         out["loss"] = sum(v for k, v in out.items() if k.startswith("loss_layer")) / len(pos)
+        return out
+
+    def _first_layer(self) -> tuple[nn.Linear, list[nn.Module], torch.Tensor]:
+        """The first block's Linear, the modules after it, and the weight columns the label meets."""
+        first = self.net.blocks[0]
+        linear = next(m for m in first.modules() if isinstance(m, nn.Linear))
+        rest = [m for m in first if m is not linear and not isinstance(m, nn.Flatten)]
+        c = self.num_classes
+        columns = linear.weight[:, :c] if self.hp.label_embedding == "overlay" else linear.weight[:, -c:]
+        return linear, rest, columns
+
+    def labelled_activations(self, x: torch.Tensor, labels: list[torch.Tensor | None],
+                             without_grad: tuple[int, ...] = ()) -> list[list[torch.Tensor]]:
+        """``layer_activations(embed(x, label))`` for every label set (class indices or (N, classes)
+        distributions; None gives an empty list), sharing the first layer's product with the image;
+        the sets whose indices are in ``without_grad`` are computed without autograd (the one-pass
+        head's neutral pass: the head learns on detached activations).
+
+        ``embed(x, L)`` is the image with its label features zeroed (``blank``) plus ``label_value *
+        L`` in them, so the first layer's map of its normalised version is ``s_L * (W blank) +
+        s_L * label_value * W_label L + b``: one product ``W blank`` for all the sets (positive,
+        negative, neutral) and for its weight gradient, instead of one per set. The same numbers as
+        three separate passes up to rounding (tests/test_update_rules.py checks the update by hand)."""
+        n, c = len(x), self.num_classes
+        linear, rest, columns = self._first_layer()
+        blank = self.embed(x, torch.zeros(n, c, device=x.device, dtype=x.dtype))
+        shared = F.linear(blank, linear.weight)
+        out = []
+        for i, label in enumerate(labels):
+            if label is None:
+                out.append([])
+                continue
+            with torch.set_grad_enabled(torch.is_grad_enabled() and i not in without_grad):
+                dist = F.one_hot(label, c).to(x.dtype) if label.dim() == 1 else label
+                scale = self.scale(self.embed(x, dist))
+                h = scale * shared + (scale * self.hp.label_value) * F.linear(dist, columns)
+                if linear.bias is not None:
+                    h = h + linear.bias
+                for module in rest:
+                    h = module(h)
+                acts = [h]
+                for block in self.net.blocks[1:]:
+                    h = h.detach()
+                    h = block(h * self.scale(h))
+                    acts.append(h)
+            out.append(acts)
         return out
 
     def _neutral(self, x: torch.Tensor) -> torch.Tensor:
@@ -206,12 +251,9 @@ class ForwardForward(Trainer):
         the image for all labels. Equal to running ``layer_activations`` once per label
         (tests/test_update_rules.py holds it to that)."""
         n, c = len(x), self.num_classes
-        first = self.net.blocks[0]
-        linear = next(m for m in first.modules() if isinstance(m, nn.Linear))
-        rest = [m for m in first if m is not linear and not isinstance(m, nn.Flatten)]
+        linear, rest, columns = self._first_layer()
         blank = self.embed(x, torch.zeros(n, c, device=x.device, dtype=x.dtype))  # the label's features zeroed
         scale = self.scale(self.embed(x, torch.zeros(n, dtype=torch.long, device=x.device)))  # any one-hot
-        columns = linear.weight[:, :c] if self.hp.label_embedding == "overlay" else linear.weight[:, -c:]
         base = F.linear(blank * scale, linear.weight)  # (N, width)
         pre = base[:, None, :] + (scale * self.hp.label_value)[:, :, None] * columns.T  # (N, C, width)
         if linear.bias is not None:

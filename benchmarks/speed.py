@@ -12,7 +12,8 @@ For each algorithm on an MLP (``in_features -> widths -> classes``) two referenc
 The GEMM lists are the products each algorithm's update needs (``(m, k, n)``: an ``m x k`` times a
 ``k x n`` matrix) for a batch of ``b``; they are what makes the algorithms' costs differ: BP carries
 the error back through every weight, MF only through its 10-row projections, FF runs every layer
-three times (positive, negative, neutral for the one-pass head).
+three times (positive, negative, neutral for the one-pass head; its first layer's product with the
+image once, shared). The plain FF loop is the textbook one, three full passes.
 """
 
 from __future__ import annotations
@@ -144,7 +145,10 @@ def step_gemms(algorithm: str, b: int, in_features: int, widths: list[int], clas
             out += [(b, a, c), (b, c, classes), (classes, b, c), (b, classes, c), (c, b, a)]
         return out
     if algorithm == "ff":
-        for a, c in zip(sizes[:-1], sizes[1:]):
+        # the first layer's product with the image is shared by the three label sets (algorithms/ff.py),
+        # each adding a (b x classes) @ (classes x width) label term; later layers run once per set
+        out += [(b, in_features, widths[0]), (widths[0], b, in_features)] + [(b, classes, widths[0])] * 3
+        for a, c in zip(sizes[1:-1], sizes[2:]):
             out += [(b, a, c)] * 3 + [(c, b, a)] * 2  # positive, negative, neutral; two weight gradients
         out += [(b, sum(widths), classes), (classes, b, sum(widths))]  # the one-pass head
         return out

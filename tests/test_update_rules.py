@@ -286,3 +286,15 @@ def test_predict_all_equals_predict_of_each_mode(name):
     assert list(every) == list(t.prediction_modes)
     for mode, scores in every.items():
         torch.testing.assert_close(scores, t.predict(x, mode), msg=mode)
+
+
+def test_ff_onepass_head_loss_never_reaches_the_layers():
+    x, y = batch()
+    y_neg = (y + 1) % 3
+    with_head, without = make("ff", [4, 5], onepass_head=True), make("ff", [4, 5], onepass_head=False)
+    for t in (with_head, without):
+        t.wrong_labels = lambda labels: y_neg
+    got, want = step_grads(with_head, x, y), step_grads(without, x, y)
+    for k in want:  # every layer parameter moved exactly as without the head
+        torch.testing.assert_close(got[k], want[k], msg=k)
+    assert got["onepass.weight"].abs().sum() > 0  # while the head itself learned

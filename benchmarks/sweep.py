@@ -145,7 +145,7 @@ def expand(spec: dict[str, Any], profile: str, params_file: str | Path | None = 
     params_file = params_file or profile_params or spec.get("params_file")
     tuned: dict[str, Any] = {}
     if params_file:
-        from .tuning import load_params_file  # optuna is imported only when tuned settings are used
+        from .params_file import load_params_file
         tuned = load_params_file(params_file)
     location = {k: v for k, v in (("results_dir", results_dir), ("data_dirs", data_dirs)) if v is not None}
     out = []

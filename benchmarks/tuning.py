@@ -69,6 +69,8 @@ from optuna.trial import FrozenTrial, TrialState
 from algorithms import ConfigError
 from algorithms.search_spaces import search_space
 
+from .params_file import load_params_file  # noqa: F401  (re-exported: tuning writes what sweeps read)
+
 from .config import LOCATION_FIELDS, ExperimentConfig
 from .runner import RunDiverged, run_experiment
 from .runs import read_json, write_json
@@ -485,22 +487,6 @@ def update_params_file(path: str | Path, key: str, entry: dict[str, Any]) -> Non
             raise ConfigError(f"params file {path} must hold a mapping")
         values[key] = entry
         write_json(path, values)
-
-
-def load_params_file(path: str | Path) -> dict[str, dict[str, Any]]:
-    """The params file as a dict, e.g. for a sweep (``{key: {ExperimentConfig fields}}``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"params file {path} not found (tune first: scripts/sweep.py <spec> --tune N, or scripts/tune.py)")
-    text = path.read_text()
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
-        values = yaml.safe_load(text)
-    else:
-        values = json.loads(text)
-    if not isinstance(values, dict) or not all(isinstance(v, dict) for v in values.values()):
-        raise ConfigError(f"params file {path} must map '<algorithm>/<dataset>/<label>' to config fields")
-    return values
 
 
 # -- a whole spec, one budget -------------------------------------------------------------------------

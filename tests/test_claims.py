@@ -144,7 +144,7 @@ def test_damage_study_small(small_profile, tmp_path):
         assert [e["epoch"] for e in retrained] == [1, 2]
         key = "output" if s["algorithm"] == "bp" else "ff"
         assert retrained[-1][key] > layer["damages"]["reinit"]["no_retraining"][key]  # retraining helps
-    # a second run reuses the kept base runs
+    # the four base runs kept their weights in the results folder
     assert len(list((tmp_path / "claims" / "runs").glob("*/model.pt"))) == 4
 
 

@@ -312,7 +312,8 @@ def run(profile_name: str, results: Path, data_dirs=None, device: str = "auto", 
     steps = len(batches(len(splits.train_y))) * prof["epochs"]
     out = {"experiment": "parallel", "profile": profile_name, "settings": prof, "device": str(dev),
            "torch": torch.__version__, "threads_per_process": 1, "processes": world, "steps": steps,
-           "cores": os.cpu_count(), "backend": "nccl" if dev.type == "cuda" else "gloo"}
+           "cores": os.cpu_count(), "backend": "nccl" if dev.type == "cuda" else "gloo",
+           "load_average_before": os.getloadavg()[0]}  # other work on the machine: it only ever adds time
     runs = {"mf_one": [], "bp_one": [], "mf_pipe": [], "bp_ddp": []}
     started = time.perf_counter()
     for rep in range(prof["repeats"]):  # alternated, so that a busy moment of the machine hits all alike
@@ -359,6 +360,7 @@ def run(profile_name: str, results: Path, data_dirs=None, device: str = "auto", 
                            "activation_bytes_per_message": BATCH * prof["widths"][0] * 4}
     out["model"] = model_speedups(block_s, transfer, bp_step, allreduce, steps)
     out["wall_time_s"] = time.perf_counter() - started
+    out["load_average_after"] = os.getloadavg()[0]
     return write_result(results, "parallel", profile_name, out)
 
 

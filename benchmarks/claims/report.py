@@ -262,8 +262,10 @@ def parallel_md(r: dict) -> str:
         meas_bp = _f(m["bp_speedup"]) if kk == k else ("1" if kk == 1 else "")
         model_mf, model_bp = r["model"]["mf"].get(str(kk)), r["model"]["bp"].get(str(kk))
         lines.append(f"| {kk} | {_f(model_mf)} | {meas_mf} | {_f(model_bp)} | {meas_bp} |")
-    lines.append(f"\nMeasured with {k} processes on {r['cores']} cores, one thread each; the model's k > {r['cores']} "
-                 "assumes one free core (or GPU) per process.\n")
+    lines.append(f"\nMeasured with {k} processes on {r['cores']} cores, one thread each, while other work kept the "
+                 f"machine's 1-minute load average at {_f(r.get('load_average_before'), 1)} (before) and "
+                 f"{_f(r.get('load_average_after'), 1)} (after); the model's k > {r['cores']} assumes one free core "
+                 "(or GPU) per process.\n")
     return "\n".join(lines)
 
 

@@ -18,9 +18,15 @@ import re
 import sys
 from pathlib import Path
 
-import torch
+import logging
 
-from algorithms import ALGORITHMS, ConfigError
+# torch.utils.benchmark imports cpp_extension, which logs "No CUDA runtime is found" on machines
+# without CUDA: a warning on every run, and a second line beside any one-line error
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+
+import torch  # noqa: E402
+
+from algorithms import ALGORITHMS, ConfigError, UnknownNameError  # noqa: E402
 from benchmarks.datasets import DatasetUnavailable, load_dataset, prepare_splits
 from benchmarks.environment import describe_environment
 from benchmarks.latency import latency_rows
@@ -64,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         splits = prepare_splits(raw, 0.0, 0, device, train_limit=1000, test_limit=BATCH)
         trainers = {alg: ALGORITHMS.get(alg)(splits.input_shape, splits.num_classes, "mlp", {"widths": WIDTHS}, {})
                     .to(device) for alg in ("ff", "bp", "mf")}
-    except (ConfigError, DatasetUnavailable) as exc:
+    except (ConfigError, UnknownNameError, DatasetUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if len(splits.test_y) < BATCH:

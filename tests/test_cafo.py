@@ -292,10 +292,14 @@ def test_learns_digits(tmp_path, algorithm, hparams, epochs, minimum):
     from benchmarks.config import ExperimentConfig
     from benchmarks.runner import run_experiment
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     cfg = ExperimentConfig(algorithm=algorithm, dataset="digits", arch="cafo-cnn", arch_args={"channels": [8, 16]},
                            hparams=hparams, epochs=epochs, batch_size=32, device="cpu", quiet=True,
                            results_dir=str(tmp_path))
-    summary = run_experiment(cfg).summary
+    try:
+        summary = run_experiment(cfg).summary
+    finally:  # the next tests run with the thread count they were given
+        torch.set_num_threads(threads)
     assert summary["final"]["test_acc_sum"] >= minimum, summary["final"]
     assert summary["final"]["phase"] == "predictors"

@@ -108,6 +108,14 @@ def accuracy_by_mode(runs: Iterable[dict], dataset: str, widths: list[int]) -> t
     return {k: _mean_std(v) for k, v in acc.items()}, where
 
 
+def _how_timed(stats: dict) -> str:
+    """How a latency figure was timed: a median of repeated calls (older records) or of
+    torch.utils.benchmark's blocks."""
+    if "blocks" in stats:
+        return f"median of {stats['blocks']} torch.utils.benchmark blocks, {stats['calls']} calls"
+    return f"median of {stats.get('repeats', '?')} calls"
+
+
 def table4_rows(latency_records: list[dict], runs: list[dict]) -> tuple[list[dict[str, Any]], str]:
     paper: dict[tuple, float] = {(row["algorithm"], row["metric"]): float(row["mean"]) for row in load_reference("4")}
     all_rows, parts = [], []
@@ -135,8 +143,8 @@ def table4_rows(latency_records: list[dict], runs: list[dict]) -> tuple[list[dic
         reps = rec["rows"][0] if rec["rows"] else {}
         parts.append(
             f"**Table 4: prediction time, {rec['dataset']} {_widths(rec['widths'])} MLP, on {device}** "
-            f"(median of {reps.get('single', {}).get('repeats', '?')} calls for one image and "
-            f"{reps.get('batch', {}).get('repeats', '?')} for a batch of {reps.get('batch_size', '?')}, warm-up excluded; "
+            f"({_how_timed(reps.get('single', {}))} for one image and {_how_timed(reps.get('batch', {}))} for a "
+            f"batch of {reps.get('batch_size', '?')}, warm-up excluded; "
             f"profile {rec['profile']}, measured {rec['measured_at']}; accuracy from {where}; "
             "paper: RTX 4090, mean of 100 runs, parameters in thousands)\n\n"
             "| prediction | 1 image (ms) | batch (ms) | test acc (%) | parameters | paper 1 image | paper batch | "

@@ -19,7 +19,7 @@ regenerates from a fresh clone.
   configurations), so every cell has a row without a value whose note says so; rows of metric ``claim``
   hold the papers' stated claims (from the abstracts) for the claim-by-claim report.
 
-``load_reference(table)`` looks the table up in every ``*_tables.csv`` here.
+``load_reference(table)`` looks the table up in both table files (``TABLE_FILES``).
 """
 
 from __future__ import annotations

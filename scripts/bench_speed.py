@@ -74,6 +74,18 @@ def timed(fn, xs, ys, bs, device) -> float:
     return time.perf_counter() - t0
 
 
+def op_profile(epoch, xs, ys, bs, top: int = 8) -> list[dict]:
+    """The operators one epoch spends its time in, by self CPU time (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        epoch(xs, ys, bs)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    return [{"op": e.key, "calls": e.count, "self_s": e.self_cpu_time_total / 1e6,
+             "share": e.self_cpu_time_total / total} for e in events[:top]]
+
+
 def bench_one(name, bs, splits, widths, device, args, gen) -> dict:
     in_features = int(torch.tensor(splits.input_shape).prod())
     torch.manual_seed(0)
@@ -99,6 +111,9 @@ def bench_one(name, bs, splits, widths, device, args, gen) -> dict:
            "plain/floor": med["plain"] / (floor["step_s"] * steps)}
     if "suite_unfused" in med:
         out["unfused/fused"] = med["suite_unfused"] / med["suite"]
+    if args.profile_ops:  # on a fifth of the data: the profiler's own cost grows with the events
+        n = max(bs, len(ys) // 5)
+        out["suite_op_profile"] = op_profile(loops["suite"], xs[:n], ys[:n], bs)
     return out
 
 
@@ -113,6 +128,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--compare-unfused", action="store_true", help="also time the suite with fused: false")
+    p.add_argument("--profile-ops", action="store_true",
+                   help="also print where one suite epoch's time goes (torch.profiler, top operators by self time)")
     p.add_argument("--out", default="results/bench/speed.json")
     args = p.parse_args(argv)
     try:
@@ -143,6 +160,8 @@ def main(argv=None) -> int:
                 print(f"batch {bs:>4} {name:>4}: suite {r['median_s']['suite']:.2f} s/epoch, plain "
                       f"{r['median_s']['plain']:.2f}, floor {r['floor_epoch_s']:.2f}; suite/plain "
                       f"{r['suite/plain']:.3f}, suite/floor {r['suite/floor']:.2f}{extra}", flush=True)
+                for op in r.get("suite_op_profile", []):
+                    print(f"      {op['share']:6.1%}  {op['op']} ({op['calls']} calls)")
             if {"mf", "bp"} <= set(results[f"b{bs}"]):
                 row = results[f"b{bs}"]
                 ratio = {k: row["mf"]["median_s"][k] / row["bp"]["median_s"][k] for k in ("suite", "plain")}

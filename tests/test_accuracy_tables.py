@@ -234,7 +234,8 @@ def test_every_spec_loads_and_expands_for_every_profile(path, tmp_path):
                 resolved = cfg.resolve()  # every arch_args and hparams key is a real one
                 assert resolved.tag == spec["name"]
                 if cfg.algorithm == "ff" and "rows" in spec:  # FF keeps its own learning rate in the tables
-                    assert resolved.hparams["lr"] == 0.01
+                    from algorithms.ff import FFHParams
+                    assert resolved.hparams["lr"] == FFHParams().lr
 
 
 TABLE_SPECS = [p for p in SPEC_FILES if "rows" in load_spec(p)]

@@ -10,27 +10,17 @@ travels from one block to the one below. The output head learns with its true gr
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Trainer, TrainerHParams, make_optimizer
+from .base import Trainer, make_optimizer
 from .registry import ALGORITHMS
-
-
-@dataclass
-class DFAHParams(TrainerHParams):
-    # Below Adam's usual 1e-3: the random feedback's error signal is noisier than the true gradient.
-    # MNIST 2x1000, batch 128, 10 epochs: 97.71 % test with a smoothly falling loss at 2e-4, 96.99 %
-    # at 1e-3 with the loss rising again in epoch 10
-    lr: float = 2e-4
 
 
 @ALGORITHMS.register("dfa")
 class DirectFeedbackAlignment(Trainer):
-    HParams = DFAHParams
     prediction_modes = ("output",)
 
     def __init__(self, *args, **kwargs):

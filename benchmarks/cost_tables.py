@@ -73,7 +73,8 @@ def table5_rows(runs: Iterable[dict]) -> tuple[list[dict[str, Any]], str]:
                      "ratio_bp_over_mf": bp[0] / mf[0] if bp[0] and mf[0] else None,
                      "paper_bp_s": ref.get((pd, "BP", f"epoch_time {paper_label}")),
                      "paper_mf_s": ref.get((pd, "MF", f"epoch_time {paper_label}")),
-                     "paper_ratio": ref.get((pd, "MF", f"speed_ratio_bp_over_mf {paper_label}"))})
+                     "paper_ratio": ref.get((pd, "MF", f"speed_ratio_bp_over_mf {paper_label}")),
+                     "scale": profile})
     head = ("| dataset | batch | BP epoch (s) | MF epoch (s) | BP/MF | paper BP | paper MF | paper BP/MF |\n"
             "|---|---|---|---|---|---|---|---|\n")
     body = "".join(

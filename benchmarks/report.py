@@ -157,7 +157,7 @@ def epoch_time(tables_dir: Path) -> list[Claim]:
     out = []
     for r in read_csv(tables_dir / "table5.csv"):
         ratio, paper = _num(r["ratio_bp_over_mf"]), _num(r["paper_ratio"])
-        profile = r.get("profile") or "quick"
+        profile = "paper" if "full training set" in (r.get("scale") or "") else "quick"
         agrees = ratio is not None and ratio > 1.0
         verdict = "confirmed" if agrees and profile == "paper" else "not confirmed"
         why = _quick_note(profile) if profile != "paper" else ("" if agrees else "BP's epoch is not slower")

@@ -15,7 +15,8 @@ A spec (YAML) says what a table is made of::
     profiles:                    # paper: the paper's protocol; quick: 2 CPU cores, well under an hour
       paper: {seeds: [0, 1, 2], epochs: 50}
       quick: {seeds: [0], epochs: 3, train_limit: 5000}
-    algorithm_overrides: {ff: {hparams: {lr: 0.01}}}   # per algorithm, any group
+    algorithm_overrides: {ff: {hparams: {lr: 0.01}}}   # per algorithm, any group (a profile may
+                                                       # have its own, e.g. a per-algorithm epoch cap)
     params_file: results/studies/best_params.json      # optional: tuned settings (see tuning.py);
                                                        # a profile may name its own
     rows:                        # accuracy tables: the paper's rows and which run/mode gives each
@@ -33,7 +34,8 @@ A spec (YAML) says what a table is made of::
 
 A run's config is merged in this order (later wins; ``hparams`` and ``arch_args`` merge key by
 key): ``base``, the profile, the group's ``config`` and architecture, the group's ``per_profile``,
-the tuned entry of the params file, then the spec's and the group's ``algorithm_overrides``.
+the tuned entry of the params file, then the spec's, the group's and the profile's
+``algorithm_overrides``.
 
 Running: finished runs are reused (run folders are content-addressed), so an interrupted sweep
 goes on where it stopped. Each run's outcome (completed, reused, diverged, failed, unavailable) is
@@ -142,6 +144,7 @@ def expand(spec: dict[str, Any], profile: str, params_file: str | Path | None = 
     seeds = prof.pop("seeds", [0])
     profile_params = prof.pop("params_file", None)
     prof.pop("tune", None)  # the trials' budget (benchmarks.tuning.trial_budget), not the runs'
+    profile_overrides = prof.pop("algorithm_overrides", {})
     params_file = params_file or profile_params or spec.get("params_file")
     tuned: dict[str, Any] = {}
     if params_file:
@@ -163,6 +166,7 @@ def expand(spec: dict[str, Any], profile: str, params_file: str | Path | None = 
                                    tuned.get(f"{algorithm}/{dataset}/{label}"),
                                    spec.get("algorithm_overrides", {}).get(algorithm),
                                    group.get("algorithm_overrides", {}).get(algorithm),
+                                   profile_overrides.get(algorithm),
                                    {"algorithm": algorithm, "dataset": dataset, "seed": seed, "quiet": True},
                                    location)
                     configs.append(ExperimentConfig.from_dict(values))

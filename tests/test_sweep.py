@@ -54,6 +54,16 @@ def test_expand_merges_layers_in_order(tmp_path):
     assert [c.epochs for _, cs in paper for c in cs] == [5] * 4
 
 
+def test_profile_algorithm_overrides_apply_to_that_profile_only(tmp_path):
+    spec = {**SPEC, "profiles": {**SPEC["profiles"],
+                                 "paper": {"seeds": [0], "epochs": 5, "algorithm_overrides": {"ff": {"epochs": 3}}}}}
+    path = write_spec(tmp_path, spec)
+    paper = {(c.algorithm, c.dataset): c for _, cs in expand(load_spec(path), "paper") for c in cs}
+    assert paper["ff", "digits"].epochs == 3 and paper["ff", "digits"].hparams == {"lr": 0.01}
+    assert paper["bp", "digits"].epochs == 5 and paper["mf", "digits"].epochs == 5
+    assert {c.epochs for _, cs in expand(load_spec(path), "quick") for c in cs} == {1}
+
+
 def test_tuned_params_apply_per_cell(tmp_path):
     params = tmp_path / "params.json"
     params.write_text(json.dumps({"bp/digits/1x32": {"batch_size": 32, "hparams": {"lr": 0.0005}}}))

@@ -10,8 +10,10 @@ A trainer is an ``nn.Module`` with two verbs:
 
 Between epochs the runner calls ``start_epoch(epoch, num_epochs)`` so that schedules (MF's
 layer-by-layer training) can change what learns; ``phase`` names what is learning now, so that
-measurements wrapped around the trainer can report per phase. Nothing in ``algorithms`` knows
-about timing, memory, energy or files.
+measurements wrapped around the trainer can report per phase, and ``final_phase`` says whether every
+part a prediction uses has started learning (False in MF's sequential schedule before its last layer):
+a run selects its best epoch and stops early only among final-phase epochs. Nothing in
+``algorithms`` knows about timing, memory, energy or files.
 """
 
 from __future__ import annotations
@@ -170,6 +172,7 @@ class Trainer(nn.Module):
         self.net: Network = build_network(arch, self.input_shape, num_classes, arch_args or {},
                                           self.layer_factory, with_head=self.uses_head)
         self.phase = "train"
+        self.final_phase = True  # False while a schedule still has parts to train (see the module docstring)
 
     # -- the interface ---------------------------------------------------------------------------
     prediction_modes: tuple[str, ...] = ("output",)

@@ -335,6 +335,8 @@ class CaFoDFA(CascadedForward):
                                           f"predictors, so it needs more than {block_epochs} epochs, got {num_epochs}")
         self.phase = "blocks" if epoch < block_epochs else "predictors"
         self.net.blocks.requires_grad_(self.phase == "blocks")
+        # with dfa_error=head the predictors only start learning in their phase
+        self.final_phase = self.phase == "predictors" or self.hp.dfa_error != "head"
 
     def update(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.phase == "predictors":

@@ -8,7 +8,9 @@ layer: prediction sums ``G_i`` over blocks (mode ``ff``), takes the last block's
 one block's (``layerK``).
 
 Schedules: ``simultaneous`` trains every block on every batch; ``sequential`` splits the epochs
-evenly over the blocks and trains them one after the other, earlier blocks frozen.
+evenly over the blocks and trains them one after the other, earlier blocks frozen. Before the last
+block's share the later blocks are untrained (``bp`` mode is at chance), so a sequential run selects
+its epoch and stops early only within the last block's share (``final_phase``).
 
 Convolutional blocks need their feature maps turned into a vector before ``M_i``: ``flatten``
 keeps every position (``M_i`` is classes x C*H*W) and ``gap`` averages each channel over space
@@ -82,9 +84,11 @@ class MonoForward(Trainer):
             layer = min(n - 1, epoch * n // num_epochs)
             self.active = [layer]
             self.phase = f"layer{layer + 1}"
+            self.final_phase = layer == n - 1
         else:
             self.active = list(range(n))
             self.phase = "all layers"
+            self.final_phase = True
 
     def scores(self, i: int, a: torch.Tensor) -> torch.Tensor:
         """Block i's local class scores G_i = a_i M_i^T from its output a."""

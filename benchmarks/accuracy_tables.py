@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any, Iterable
 
 from algorithms import ConfigError, UnknownNameError
 
+from .params_file import describe_tuning
 from .reference import PAPER_DATASET, load_reference
 from .runs import prefer
 from .sweep import expand, run_key
@@ -55,6 +57,7 @@ class AccuracyTable:
     profile_line: str  # what the profile is, e.g. "QUICK profile: ..., NOT the paper's protocol"
     rows: list[dict[str, Any]] = field(default_factory=list)
     published: str = MONO_FORWARD  # the source of the published column, for the footnote
+    tuning: str = ""  # where the tuned settings came from and their budget ("" when nothing was tuned)
 
     @property
     def markdown(self) -> str:
@@ -276,14 +279,22 @@ def table_rows(spec: dict[str, Any], profile: str, runs: Iterable[dict], statuse
 
 # -- the profile on the table's face -------------------------------------------------------------
 
-def _by_value(configs: list[dict], *fields: str) -> dict[Any, list[str]]:
-    """Distinct values of some config fields -> the datasets that have them, in order."""
+def _by_value(configs: list[dict], *fields: str, label: str = "dataset") -> dict[Any, list[str]]:
+    """Distinct values of some config fields -> the datasets (or other ``label``) that have them, in order."""
     out: dict[Any, list[str]] = {}
     for c in configs:
         names = out.setdefault(tuple(c[f] for f in fields) if len(fields) > 1 else c[fields[0]], [])
-        if c["dataset"] not in names:
-            names.append(c["dataset"])
+        if c[label] not in names:
+            names.append(c[label])
     return out
+
+
+def _by_dataset_or_algorithm(configs: list[dict], *fields: str) -> dict[Any, list[str]]:
+    """``_by_value`` by dataset, or by algorithm where one dataset has several values (a per-algorithm
+    setting such as Table 3's epoch cap for FF)."""
+    by_dataset = _by_value(configs, *fields)
+    names = [d for ds in by_dataset.values() for d in ds]
+    return by_dataset if len(names) == len(set(names)) else _by_value(configs, *fields, label="algorithm")
 
 
 def _describe(values: dict[Any, list[str]], one, many_prefix: str, fmt) -> str:
@@ -297,6 +308,15 @@ def _epochs(value: tuple[int, int | None]) -> str:
     if patience is None:
         return f"{epochs} epoch{'s' if epochs != 1 else ''}"
     return f"at most {epochs} epochs, patience {patience}"
+
+
+def _data_settings(configs: list[dict]) -> list[str]:
+    """Each dataset's non-default settings (``data_args``), e.g. which fixed test split it used."""
+    out: dict[str, str] = {}
+    for c in configs:
+        if c.get("data_args"):
+            out.setdefault(c["dataset"], ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(c["data_args"].items())))
+    return [f"{dataset} with {settings}" for dataset, settings in out.items()]
 
 
 def describe_profile(spec: dict[str, Any], profile: str, configs: list[dict]) -> str:
@@ -313,7 +333,8 @@ def describe_profile(spec: dict[str, Any], profile: str, configs: list[dict]) ->
         if any(v is not None for v in tests):
             parts.append(_describe(tests, lambda v: "full test set" if v is None else f"test subset of {v}",
                                    "test subsets: ", lambda v: "all" if v is None else str(v)))
-        parts.append(_describe(_by_value(configs, "epochs", "patience"), _epochs, "", _epochs))
+        parts.append(_describe(_by_dataset_or_algorithm(configs, "epochs", "patience"), _epochs, "", _epochs))
+        parts.extend(_data_settings(configs))
         parts.append(_seeds(seeds))
         body = ", ".join(parts)
     if profile == "quick":
@@ -334,8 +355,12 @@ def build_table(spec: dict[str, Any], profile: str, runs: Iterable[dict], status
     rows = table_rows(spec, profile, list(runs), statuses, reference, expected=expected)
     configs = [c for _, cs in expected if isinstance(cs, list) for c in cs]
     caption = spec.get("caption") or spec["name"]
+    params_file = params_file or spec["profiles"].get(profile, {}).get("params_file") or spec.get("params_file")
+    cells = {(c["algorithm"], c["dataset"], g.get("label") or g["arch"]) for g, cs in expected if isinstance(cs, list)
+             for c in cs}
+    tuning = describe_tuning(params_file, f"_{spec['name']}_{profile}", len(cells)) if params_file else ""
     return AccuracyTable(spec["name"], profile, caption, describe_profile(spec, profile, configs), rows,
-                         PUBLISHED.get(str(spec.get("reference", "")), MONO_FORWARD))
+                         PUBLISHED.get(str(spec.get("reference", "")), MONO_FORWARD), tuning)
 
 
 # -- text ----------------------------------------------------------------------------------------
@@ -372,7 +397,8 @@ def to_markdown(table: AccuracyTable) -> str:
                                  for c, w, h in zip(cells, widths, HEADER)) + " |"
 
     rule = "|" + "|".join(("-" * (w + 1) + ":") if h in RIGHT else ("-" * (w + 2)) for w, h in zip(widths, HEADER)) + "|"
-    lines = [f"**{table.title}**", "", table.profile_line, "", line(HEADER), rule, *(line(b) for b in body)]
+    lines = [f"**{table.title}**", "", table.profile_line, *(["", table.tuning] if table.tuning else []), "",
+             line(HEADER), rule, *(line(b) for b in body)]
     notes = [FOOTNOTE.format(published=table.published)]
     if any(r["dataset"] in DATASET_NOTES for r in table.rows):
         notes.append("cifar10-jpeg is a lossy JPEG copy of CIFAR-10 (the only CIFAR-10 offline); it is compared "

@@ -119,7 +119,7 @@ class ExperimentConfig:
                               f"device(s)")
         return dataclasses.replace(self, arch_args=_plain(dataclasses.asdict(arch_args)),
                                    hparams=_plain(dataclasses.asdict(hparams)), device=device,
-                                   data_args=_plain(dataclasses.asdict(data_args)),
+                                   data_args=_data_args(self.dataset, data_args),
                                    measure=sorted(set(self.measure)))
 
     def identity(self) -> dict[str, Any]:
@@ -154,6 +154,17 @@ def dataset_slug(name: str) -> str:
         return name
     stem = Path(path.rstrip("/\\")).name or "data"
     return f"{kind}-" + re.sub(r"[^A-Za-z0-9.-]+", "-", stem).strip("-.")[:40]
+
+
+def _data_args(dataset: str, args: Any) -> dict[str, Any]:
+    """A resolved config's dataset settings: all of them for a user's ``kind:PATH`` data; for a named
+    dataset only those that differ from their defaults, so that a run at the defaults keeps the
+    identity it had before its dataset had settings (``digits``, ``breast_cancer``: sklearn_sets.py)."""
+    values = _plain(dataclasses.asdict(args))
+    if ":" in dataset:
+        return values
+    defaults = _plain(dataclasses.asdict(type(args)()))
+    return {k: v for k, v in values.items() if v != defaults[k]}
 
 
 def with_implicit_defaults(config: dict[str, Any]) -> dict[str, Any]:

@@ -257,6 +257,8 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, meters: list
             return _diverged(cfg, run_dir, row, history, meters, reason)
         if on_epoch is not None:
             on_epoch(row)
+        if not trainer.final_phase:  # parts of the prediction not trained yet: not an epoch to select or stop at
+            continue
         if selection_key and (best is None or row[selection_key] > best[selection_key]):
             best, since_best = row, 0
             if cfg.save == "best":

@@ -61,6 +61,27 @@ def test_early_stopping_stops_after_patience_epochs_without_a_better_validation(
     assert [r["epoch"] for r in read_jsonl(result.run_dir / "metrics.jsonl")] == [1, 2, 3, 4, 5]
 
 
+def test_mf_sequential_selects_and_stops_only_once_its_last_layer_trains(tmp_path, monkeypatch):
+    # 6 epochs over 2 layers: layer 1 in epochs 1-3, whose validation (50 in epoch 2) is not selectable:
+    # layer 2 is untrained there. Patience 3 counts from epoch 4 (val 30, then 20, then 60).
+    script = SCRIPT
+    epochs = iter(range(len(script)))
+
+    def fake_evaluate(trainer, splits, cfg):
+        e = next(epochs)
+        return {f"{s}_acc_{m}": (script[e] if s == "val" else 100.0 - e)
+                for s in ("train", "val", "test") for m in trainer.prediction_modes}
+
+    monkeypatch.setattr(runner, "evaluate", fake_evaluate)
+    cfg = ExperimentConfig(algorithm="mf", arch_args={"widths": [8, 8]}, epochs=len(script), patience=2, quiet=True,
+                           hparams={"schedule": "sequential"}, results_dir=str(tmp_path / "runs"))
+    result = runner.run_experiment(cfg)
+    rows = read_jsonl(result.run_dir / "metrics.jsonl")
+    assert [r["phase"] for r in rows] == ["layer1"] * 3 + ["layer2"] * 3
+    assert result.summary["selected_epoch"] == 6 and result.summary["epochs_run"] == 6  # not epoch 2, no early stop
+    assert result.summary["test_acc"] == 95.0
+
+
 def test_an_unfinished_run_folder_is_trained_again_from_scratch(tmp_path):
     cfg = ExperimentConfig(algorithm="bp", arch_args={"widths": [8]}, epochs=2, quiet=True,
                            results_dir=str(tmp_path / "runs"))

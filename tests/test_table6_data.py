@@ -308,3 +308,19 @@ def test_breast_cancer_mlp_2x100_learns(algorithm, results_dir):
                            epochs=10, quiet=True, results_dir=results_dir)
     summary = run_experiment(cfg).summary
     assert summary["status"] == "completed" and summary["test_acc"] > 90.0, summary["selected"]
+
+
+def test_breast_cancer_test_split_is_a_setting_and_part_of_the_run_identity():
+    default = load_dataset("breast_cancer")
+    paper = load_dataset("breast_cancer", None, {"test_split_seed": 42, "stratify": False})
+    assert len(default.test_y) == len(paper.test_y) == 114  # 20 % of 569
+    assert not torch.equal(default.test_x, paper.test_x) and default.fingerprint != paper.fingerprint
+    assert "random_state=42)" in paper.source and "random_state=0, stratified" in default.source
+    # a run at the default split keeps the identity it had before the split was a setting
+    plain = ExperimentConfig(algorithm="bp", dataset="breast_cancer").resolve()
+    explicit = ExperimentConfig(algorithm="bp", dataset="breast_cancer", data_args={"test_split_seed": 0}).resolve()
+    assert plain.data_args == explicit.data_args == {} and plain.identity() == explicit.identity()
+    other = ExperimentConfig(algorithm="bp", dataset="breast_cancer", data_args={"test_split_seed": 42}).resolve()
+    assert other.data_args == {"test_split_seed": 42} and other.identity() != plain.identity()
+    with pytest.raises(ConfigError, match="split_sed"):
+        ExperimentConfig(algorithm="bp", dataset="breast_cancer", data_args={"split_sed": 1}).resolve()

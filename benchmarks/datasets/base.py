@@ -4,6 +4,8 @@ A dataset source registers a loader ``fn(data_dirs) -> RawDataset`` under its na
 and, when its files can be found without decoding them, a fingerprinter ``fn(data_dirs) -> str``
 in ``FINGERPRINTERS`` (see ``fingerprint.py``). A user's own data is named ``kind:PATH``
 (``imagefolder:...``, ``csv:...``), its loader ``fn(path, data_dirs)`` registered in ``DATASET_KINDS``.
+A named dataset with settings (the config's ``data_args``) puts their dataclass in ``DATASET_ARGS``;
+its loader is then called ``fn(data_dirs, args)``.
 Every loaded dataset carries its content fingerprint, which is part of every run's identity.
 ``prepare_splits`` then carves a seeded validation split out of the training data, normalises with
 statistics of the training split only, and puts each split on the device as one tensor, so that the
@@ -66,6 +68,8 @@ class Splits:
 DATASETS: Registry[Callable[[list[Path]], RawDataset]] = Registry("dataset")
 #: name -> fn(data_dirs) -> fingerprint of the files the loader would read (None: hash the loaded arrays)
 FINGERPRINTERS: dict[str, Callable[[list[Path]], str | None]] = {}
+#: name -> the dataclass of a named dataset's settings (its loader takes them as a second argument)
+DATASET_ARGS: dict[str, type] = {}
 
 
 @dataclass(frozen=True)
@@ -100,9 +104,9 @@ def check_dataset_name(name: str) -> None:
 
 
 def data_args_class(name: str) -> type:
-    """The settings dataclass of dataset ``name`` (``NoArgs`` for a named dataset)."""
+    """The settings dataclass of dataset ``name`` (``NoArgs`` for a named dataset without settings)."""
     kind, sep, _ = name.partition(":")
-    return DATASET_KINDS.get(kind).Args if sep else NoArgs
+    return DATASET_KINDS.get(kind).Args if sep else DATASET_ARGS.get(name, NoArgs)
 
 
 def _args(name: str, data_args: dict | None):
@@ -145,7 +149,10 @@ def load_dataset(name: str, data_dirs: Sequence[str | Path] | None = None,
     dirs = _dirs(data_dirs)
     kind, sep, path = name.partition(":")
     args = _args(name, data_args)
-    raw = DATASET_KINDS.get(kind).load(Path(path).expanduser(), dirs, args) if sep else DATASETS.get(name)(dirs)
+    if sep:
+        raw = DATASET_KINDS.get(kind).load(Path(path).expanduser(), dirs, args)
+    else:
+        raw = DATASETS.get(name)(dirs, args) if name in DATASET_ARGS else DATASETS.get(name)(dirs)
     if not raw.fingerprint:
         raw.fingerprint = _files_fingerprint(name, dirs, data_args) or _arrays_fingerprint(raw)
     return raw

@@ -21,7 +21,7 @@ import numpy as np
 
 from .base import DATASETS, FINGERPRINTERS, DatasetUnavailable, RawDataset, find_file
 from .fingerprint import fingerprint_tree
-from .sklearn_sets import TEST_FRACTION, TEST_SPLIT_SEED, _fixed_split
+from .sklearn_sets import SplitArgs, _fixed_split
 
 SANTANDER_ENV = "BPFREE_SANTANDER_CSV"
 SANTANDER_COMPETITION = "santander-customer-transaction-prediction"
@@ -110,9 +110,8 @@ def find_santander(data_dirs: list[Path]) -> Path:
 def load_santander(data_dirs: list[Path]) -> RawDataset:
     path = find_santander(data_dirs)
     x, y = read_santander_csv(path)
-    source = (f"Kaggle {SANTANDER_COMPETITION} train.csv from {path} ({len(y)} rows, {x.shape[1]} features; "
-              f"fixed stratified {TEST_FRACTION:.0%} test split, seed {TEST_SPLIT_SEED})")
-    raw = _fixed_split(x, y, "santander", source)
+    source = f"Kaggle {SANTANDER_COMPETITION} train.csv from {path} ({len(y)} rows, {x.shape[1]} features)"
+    raw = _fixed_split(x, y, "santander", source, SplitArgs())
     raw.num_classes = 2  # binary whatever the split holds
     return raw
 

@@ -372,7 +372,7 @@ def _fmt(mean: float | None, std: float | None = None) -> str:
 
 
 def _diff(value: float | None) -> str:
-    return "—" if value is None else f"{value:+.2f}"
+    return "—" if value is None else f"{round(value, 2) + 0.0:+.2f}"  # + 0.0: -0.004 rounds to 0.00, not -0.00
 
 
 HEADER = ("network", "dataset", "row", "published", "ours", "n", "diff", "note")

@@ -50,7 +50,8 @@ def describe_tuning(path: str | Path, study_suffix: str, cells: int) -> str:
             budgets.add((b.get("epochs"), b.get("patience"), b.get("train_limit")))
     if not trials:
         return f"Tuned settings for {len(tuned)} of {cells} cells from {path}."
-    usual = max(set(trials.values()), key=list(trials.values()).count)
+    counts = list(trials.values())
+    usual = min(set(counts), key=lambda n: (-counts.count(n), n))  # the most common count; ties: the smaller
     others = ", ".join(f"{n} for {key}" for key, n in trials.items() if n != usual)
     per_cell = f"{usual}" + (f" ({others})" if others else "")
     budget = "; ".join(f"at most {e} epochs, patience {p}, on "

@@ -216,6 +216,30 @@ def test_paper_profile_line_and_rows_shown_per_network():
     assert line.startswith("PAPER profile: full training set, at most 100 epochs, patience 10, seeds 0, 1, 2")
 
 
+def test_profile_line_names_per_algorithm_caps_and_dataset_settings():
+    table3 = load_spec("table3")
+    line = at.describe_profile(table3, "paper", [c for _, cs in at.expected_runs(table3, "paper") for c in cs])
+    assert "at most 100 epochs, patience 10 (bp, fa, dfa, mf), at most 30 epochs, patience 10 (ff)" in line
+    table6 = load_spec("table6")
+    line = at.describe_profile(table6, "paper", [c for _, cs in at.expected_runs(table6, "paper") for c in cs])
+    assert "breast_cancer with stratify=false, test_split_seed=42" in line
+
+
+def test_a_tuned_table_says_which_cells_were_tuned_and_the_trials_budget(tmp_path):
+    from benchmarks.params_file import describe_tuning
+
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps({"bp/digits/1x8": {"batch_size": 32}, "mf/digits/1x8": {"batch_size": 64}}))
+    for alg, trials in (("bp", {"complete": 10, "pruned": 2}), ("mf", {"complete": 5, "pruned": 8})):
+        (tmp_path / f"{alg}_digits_1x8_t_paper.best.json").write_text(json.dumps(
+            {"key": f"{alg}/digits/1x8", "trials": trials, "budget": {"epochs": 8, "patience": 3, "train_limit": 500}}))
+    (tmp_path / "ff_digits_1x8_other_paper.best.json").write_text(json.dumps({"key": "ff/digits/1x8"}))
+    note = describe_tuning(params, "_t_paper", 6)
+    assert note.startswith("Tuned: 2 of 6 cells use the best of 12 (13 for mf/digits/1x8) Optuna trials")
+    assert "each trial at most 8 epochs, patience 3, on 500 training images" in note
+    assert describe_tuning(tmp_path / "missing.json", "_t_paper", 6) == ""
+
+
 # -- the spec files ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("path", SPEC_FILES, ids=[p.stem for p in SPEC_FILES])

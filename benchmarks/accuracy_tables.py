@@ -138,21 +138,25 @@ def expected_keys(spec: dict[str, Any], profile: str, params_file: str | Path | 
             for c in configs}
 
 
-def default_profile(spec: dict[str, Any], runs: Iterable[dict], params_file: str | Path | None = None) -> str:
-    """``paper`` if any of its runs finished, else ``quick`` (else the spec's first profile).
+def has_finished_runs(spec: dict[str, Any], profile: str, runs: Iterable[dict],
+                      params_file: str | Path | None = None, own: bool = True) -> bool:
+    """Whether a run of ``profile`` finished. With ``own``, runs that another profile asks for too (e.g.
+    a small dataset trained alike in both) do not count, unless the profile has no runs of its own."""
+    keys = expected_keys(spec, profile, params_file)
+    if own:
+        keys = (keys - {k for p in spec["profiles"] if p != profile
+                        for k in expected_keys(spec, p, params_file)}) or keys
+    return any(run_key(r["config"]) in keys and r.get("summary", {}).get("status") in FINISHED for r in runs)
 
-    Runs that another profile asks for too (e.g. a small dataset trained alike in both) do not count,
-    unless the paper profile has no runs of its own.
-    """
+
+def default_profile(spec: dict[str, Any], runs: Iterable[dict], params_file: str | Path | None = None) -> str:
+    """``paper`` if any of its own runs finished (``has_finished_runs``), else ``quick`` (else the
+    spec's first profile)."""
     profiles = list(spec["profiles"])
     fallback = "quick" if "quick" in profiles else profiles[0]
     if "paper" not in profiles:
         return fallback
-    keys = expected_keys(spec, "paper", params_file)
-    own = keys - {k for p in profiles if p != "paper" for k in expected_keys(spec, p, params_file)}
-    keys = own or keys
-    finished = any(run_key(r["config"]) in keys and r.get("summary", {}).get("status") in FINISHED for r in runs)
-    return "paper" if finished else fallback
+    return "paper" if has_finished_runs(spec, "paper", runs, params_file) else fallback
 
 
 # -- cells ---------------------------------------------------------------------------------------

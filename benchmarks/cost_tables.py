@@ -97,7 +97,16 @@ def accuracy_by_mode(runs: Iterable[dict], dataset: str, widths: list[int]) -> t
     same = [r for r in runs if r["summary"].get("status") == "completed" and r["config"].get("dataset") == dataset
             and r["config"].get("arch") == "mlp" and list(r["config"].get("arch_args", {}).get("widths", [])) == widths]
     tagged = [r for r in same if r["config"].get("tag") == "table3"]
-    chosen, profile = most_complete(tagged or same)
+    by_algorithm: dict[str, list[dict]] = defaultdict(list)
+    for r in tagged or same:
+        by_algorithm[r["config"]["algorithm"]].append(r)
+    chosen, described = [], defaultdict(list)  # each algorithm's most complete runs (e.g. paper where it ran)
+    for algorithm, candidates in by_algorithm.items():
+        runs_of, words = most_complete(candidates)
+        chosen += runs_of
+        described[words].append(algorithm)
+    profile = "; ".join(f"{words} ({', '.join(algs)})" if len(described) > 1 else words
+                        for words, algs in described.items())
     acc: dict[tuple, list[float]] = defaultdict(list)
     for r in chosen:
         selected = r["summary"].get("selected", {})

@@ -201,15 +201,24 @@ def table5(pick, out) -> list[str]:
 
 def accuracy_table(name, all_runs, out, results, profile, params_file) -> list[str]:
     """Table 1, 2, 3 or 6: every cell of the spec under the profile asked for (default: paper if any of
-    its runs finished, else quick), written as .md, .csv and .tex and printed."""
+    its runs finished, else quick), written as .md, .csv and .tex and printed. Without --profile, every
+    other profile with a finished run is written too, as ``<name>_<profile>`` (so that the quick table
+    stays beside a paper one that is still partly empty)."""
     spec = load_spec(name)
+    asked = profile
     profile = profile or accuracy_tables.default_profile(spec, all_runs, params_file)
     if profile not in spec["profiles"]:
         return [f"{name}: the spec has no profile {profile!r} (choose one of: {', '.join(spec['profiles'])})"]
-    statuses = latest_statuses(status_file(results, spec["name"], profile))
-    table = accuracy_tables.build_table(spec, profile, all_runs, statuses, params_file=params_file)
-    print(table.markdown)
-    return [str(p) for p in accuracy_tables.write_table(table, out / "tables", name)]
+    written = []
+    others = [] if asked else [p for p in spec["profiles"] if p != profile
+                               and accuracy_tables.has_finished_runs(spec, p, all_runs, params_file, own=False)]
+    for each in (profile, *others):
+        statuses = latest_statuses(status_file(results, spec["name"], each))
+        table = accuracy_tables.build_table(spec, each, all_runs, statuses, params_file=params_file)
+        if each == profile:
+            print(table.markdown)
+        written += accuracy_tables.write_table(table, out / "tables", name if each == profile else f"{name}_{each}")
+    return [str(p) for p in written]
 
 
 def main(argv: list[str] | None = None) -> int:

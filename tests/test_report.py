@@ -52,6 +52,20 @@ def test_a_missing_dataset_is_not_measurable_here(tmp_path):
     assert claim.verdict == "not measurable here" and "unavailable" in claim.why
 
 
+def test_each_cell_is_judged_on_the_paper_profile_where_it_ran_else_on_the_quick_one(tmp_path):
+    write_table(tmp_path / "tables" / "table3_quick.csv", [
+        cell("quick", "mnist", "BP", "95.0", "0.1", "2"), cell("quick", "mnist", "MF (FF pred)", "96.0", "0.1", "2"),
+        cell("quick", "fmnist", "BP", "84.0", "0.1", "2"), cell("quick", "fmnist", "MF (FF pred)", "85.0", "0.1", "2")])
+    claims = accuracy_verdicts(tmp_path, [
+        cell("paper", "mnist", "BP", "98.60", "0.10", "3"), cell("paper", "mnist", "MF (FF pred)", "98.65", "0.10", "3"),
+        cell("paper", "fmnist", "BP", "", "", "0", "not run yet"), cell("paper", "fmnist", "MF (FF pred)", "", "", "0")])
+    assert set(claims) == {("MF (FF pred) matches or beats BP: 2x1000, mnist", "paper"),
+                           ("MF (FF pred) matches or beats BP: 2x1000, fmnist", "quick")}
+    assert claims[("MF (FF pred) matches or beats BP: 2x1000, mnist", "paper")].verdict == "confirmed"
+    quick = claims[("MF (FF pred) matches or beats BP: 2x1000, fmnist", "quick")]
+    assert quick.verdict == "not confirmed" and quick.links == ["tables/table3_quick.md"]
+
+
 def test_report_is_written_from_the_results_folder_alone(tmp_path):
     write_table(tmp_path / "tables" / "table3.csv", [cell("paper", "mnist", "BP", "98.6", "0.1", "3"),
                                                      cell("paper", "mnist", "MF (BP pred)", "98.7", "0.1", "3")])

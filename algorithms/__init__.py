@@ -8,6 +8,7 @@ from . import bp, dfa, fa, ff, mf, networks  # noqa: F401  (registration side ef
 from . import cafo  # noqa: F401  (registers cafo-rand, cafo-dfa and the cafo-cnn architecture)
 from . import text_models  # noqa: F401  (registers the embed-mlp architecture on token ids)
 from . import fg, mixer, resnet, sff  # noqa: F401  (forward gradient, LocalMixer, resnet, Scalable Forward-Forward)
+from . import mobilenet  # noqa: F401  (registers the mobilenetv3 architecture)
 from .base import ConfigError, Trainer, TrainerHParams
 from .registry import ALGORITHMS, ARCHITECTURES, UnknownNameError
 

@@ -303,3 +303,13 @@ def test_learns_digits(tmp_path, algorithm, hparams, epochs, minimum):
         torch.set_num_threads(threads)
     assert summary["final"]["test_acc_sum"] >= minimum, summary["final"]
     assert summary["final"]["phase"] == "predictors"
+
+
+@pytest.mark.parametrize("dfa_error, selectable_in_block_phase", [("predictors", True), ("head", False)])
+def test_a_run_may_select_an_epoch_of_the_block_phase_only_when_the_predictors_learn_in_it(
+        dfa_error, selectable_in_block_phase):
+    t = make("cafo-dfa", input_shape=(5,), channels=(4, 3), arch="mlp", dfa_error=dfa_error, block_epochs=2)
+    t.start_epoch(0, 4)
+    assert t.phase == "blocks" and t.final_phase is selectable_in_block_phase
+    t.start_epoch(2, 4)
+    assert t.phase == "predictors" and t.final_phase

@@ -122,7 +122,8 @@ def _accuracy_claim(table, profile, network, dataset, label, bp, mf) -> Claim:
         return Claim(source, claim, published, ours, profile, n, "not confirmed",
                      _quick_note(profile) + ("; MF ahead or level there" if agrees else "; MF behind there"), link)
     return Claim(source, claim, published, ours, profile, n, "confirmed" if agrees else "not confirmed",
-                 "" if agrees else "MF below BP by more than one standard error", link)
+                 "" if agrees else "MF below BP by more than one standard error" if se else
+                 "MF below BP (fewer than 2 seeds of one of them: no standard error yet)", link)
 
 
 def prediction_speed(tables_dir: Path) -> list[Claim]:

@@ -244,22 +244,34 @@ class CascadedForward(Trainer):
             return sparsemax(z)
         return z  # mse: the regression output already estimates the one-hot target
 
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor, mode: str | None = None) -> torch.Tensor:
-        mode = self._mode(mode)
+    def _distributions(self, x: torch.Tensor, depth: int, wanted) -> list[torch.Tensor]:
+        """The predicted distributions of the blocks i < depth with ``wanted(i)``, from one pass."""
         self._solve_pending()
-        depth = len(self.net.blocks) if mode == "sum" else int(mode[5:])
         was_training = self.net.training
         self.net.train(False)  # BatchNorm: running statistics, never the statistics of x
         try:
             h, out = x, []
             for i, block in enumerate(self.net.blocks[:depth]):
                 h = block(h)
-                if mode == "sum" or i == depth - 1:
+                if wanted(i):
                     out.append(self.distribution(self.predictors[i](h.flatten(1))))
         finally:
             self.net.train(was_training)
-        return sum(out)
+        return out
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, mode: str | None = None) -> torch.Tensor:
+        mode = self._mode(mode)
+        depth = len(self.net.blocks) if mode == "sum" else int(mode[5:])
+        return sum(self._distributions(x, depth, lambda i: mode == "sum" or i == depth - 1))
+
+    @torch.no_grad()
+    def predict_all(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every prediction mode from one forward pass: each predictor is applied once."""
+        per_block = self._distributions(x, len(self.net.blocks), lambda i: True)
+        out = {f"block{i + 1}": d for i, d in enumerate(per_block)}
+        out["sum"] = sum(per_block)
+        return {mode: out[mode] for mode in self.prediction_modes}
 
     def inference_parameters(self, mode: str | None = None) -> int:
         mode = self._mode(mode)

@@ -269,15 +269,32 @@ class ForwardGradient(Trainer):
     def _depth(self, mode: str) -> int:
         return len(self.net.blocks) if mode == "last" else int(mode[5:])
 
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor, mode: str | None = None) -> torch.Tensor:
-        depth = self._depth(self._mode(mode))
+    def _outputs(self, x: torch.Tensor, depth: int | None = None):
+        """Each block's output in turn (a generator), every block reading its normalised input."""
         h = x
         for i, block in enumerate(self.net.blocks[:depth]):
             h = block(self.block_input(i, h))
+            yield h
+
+    def head_scores(self, i: int, h: torch.Tensor) -> torch.Tensor:
+        """Block i's local head on its output: the mean over patches, optionally layer-normalised."""
         h = h if h.dim() == 3 else h[:, None, :]
         h = h.mean(1)
-        return self.heads[depth - 1](F.layer_norm(h, h.shape[1:]) if self.hp.head_norm else h)
+        return self.heads[i](F.layer_norm(h, h.shape[1:]) if self.hp.head_norm else h)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, mode: str | None = None) -> torch.Tensor:
+        depth = self._depth(self._mode(mode))
+        for h in self._outputs(x, depth):
+            pass
+        return self.head_scores(depth - 1, h)
+
+    @torch.no_grad()
+    def predict_all(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every prediction mode from one forward pass through the blocks."""
+        out = {f"block{i + 1}": self.head_scores(i, h) for i, h in enumerate(self._outputs(x))}
+        out["last"] = out[f"block{len(self.net.blocks)}"]
+        return {mode: out[mode] for mode in self.prediction_modes}
 
     def inference_parameters(self, mode: str | None = None) -> int:
         depth = self._depth(self._mode(mode))

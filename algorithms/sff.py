@@ -172,6 +172,14 @@ class ScalableForwardForward(Trainer):
                   if mode == "avg" or i == depth - 1]
         return sum(scores) / len(scores)
 
+    @torch.no_grad()
+    def predict_all(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every prediction mode from one forward pass: each unit's goodness is computed once."""
+        scores = [self.goodness(i, a) for i, a in enumerate(self._outputs(x))]
+        out = {f"block{i + 1}": g for i, g in enumerate(scores)}
+        out["last"], out["avg"] = scores[-1], sum(scores) / len(scores)
+        return {mode: out[mode] for mode in self.prediction_modes}
+
     def inference_parameters(self, mode: str | None = None) -> int:
         mode = self._mode(mode)
         depth = self._depth(mode)

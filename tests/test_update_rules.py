@@ -278,10 +278,22 @@ def test_ff_onepass_head_reads_neutral_label_activations():
         torch.testing.assert_close(scores[:, label], sum(goodness(a, "sum") for a in acts))
 
 
-@pytest.mark.parametrize("name", ["mf", "ff", "bp"])
+ONE_PASS_CASES = {  # name: (input shape, arch, arch args, own settings) of a tiny trainer with several modes
+    "mf": ((6,), "mlp", {"widths": [4, 5]}, {}),
+    "ff": ((6,), "mlp", {"widths": [4, 5]}, {}),
+    "bp": ((6,), "mlp", {"widths": [4, 5]}, {}),
+    "sff": ((1, 8, 8), "resnet", {"depth": 8, "width": 2}, {"granularity": "layer"}),
+    "fg": ((1, 4, 4), "localmixer", {"patches": 2, "channels": 8, "blocks": 2, "groups": 2}, {}),
+    "cafo-rand": ((1, 4, 4), "cafo-cnn", {"channels": [2, 3]}, {}),
+}
+
+
+@pytest.mark.parametrize("name", ONE_PASS_CASES)
 def test_predict_all_equals_predict_of_each_mode(name):
-    t = make(name, [4, 5])
-    x, _ = batch(n=7)
+    shape, arch, args, own = ONE_PASS_CASES[name]
+    torch.manual_seed(0)
+    t = ALGORITHMS.get(name)(shape, 3, arch, args, {**SGD, **own}).double().train(False)
+    x = torch.randn(7, *shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     every = t.predict_all(x)
     assert list(every) == list(t.prediction_modes)
     for mode, scores in every.items():

@@ -1,5 +1,5 @@
-"""The claim-by-claim report: every claim of the Mono-Forward paper and of the energy study, judged
-on this suite's results (``make report`` -> results/report.md).
+"""The claim-by-claim report: every claim of the Mono-Forward paper, of the energy study and of the
+two local-learning papers (Scalable FF, forward gradient), judged on this suite's results (``make report`` -> results/report.md).
 
 A pure function of the results folder: it reads the tables that ``scripts/plots.py`` wrote from the
 run folders (results/tables/*.csv) and, for the convergence claim, the Figure 5 run folders; it
@@ -24,7 +24,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 ACCURACY_TABLES = ("table1", "table2", "table3", "table6")
 VERDICTS = ("confirmed", "not confirmed", "not measurable here")
@@ -124,6 +124,90 @@ def _accuracy_claim(table, profile, network, dataset, label, bp, mf) -> Claim:
     return Claim(source, claim, published, ours, profile, n, "confirmed" if agrees else "not confirmed",
                  "" if agrees else "MF below BP by more than one standard error" if se else
                  "MF below BP (fewer than 2 seeds of one of them: no standard error yet)", link)
+
+
+# -- the local-learning papers (issue 14): Scalable Forward-Forward and forward gradient ------------
+
+SFF_SOURCE = "Krutsylo 2025 (Scalable FF)"
+FG_SOURCE = "Ren et al. 2023 (forward gradient)"
+COMPARABLE_POINTS = 1.0  # "comparable to BP": at most this many points below BP (or one s.e., if larger)
+RULES = {  # (difference in points from BP, its standard error) -> does it agree with the claim's word?
+    "comparable": lambda diff, se: diff >= -max(COMPARABLE_POINTS, se) - 1e-3,  # 1e-3: the CSV's 4 decimals
+    "matches": lambda diff, se: diff >= -se - 1e-3,
+    "beats": lambda diff, se: diff > se + 1e-3,
+}
+SIMILAR_SPEED = 1.25  # "similar training speed": an epoch at most 25 % longer than BP's
+HYBRID = ", SFF hybrid"  # the sff spec labels the hybrid's group as the small resnet's label plus this
+
+
+def _versus_bp(bp: dict[str, str], other: dict[str, str]) -> tuple[float, float, str] | None:
+    """(other's mean less BP's, the standard error of that difference, the words) or None."""
+    m_other, m_bp = _num(other.get("mean")), _num(bp.get("mean"))
+    if m_other is None or m_bp is None:
+        return None
+    n_o, n_b = int(other.get("n") or 0), int(bp.get("n") or 0)
+    s_o, s_b = _num(other.get("std")) or 0.0, _num(bp.get("std")) or 0.0
+    se = math.sqrt(s_o ** 2 / n_o + s_b ** 2 / n_b) if min(n_o, n_b) >= 2 else 0.0
+    diff = m_other - m_bp
+    return diff, se, f"{m_other:.2f} vs {m_bp:.2f} ({diff:+.2f} points" + (f", s.e. {se:.2f})" if se else ")")
+
+
+def _local_accuracy_claim(source: str, claim: str, profile: str, bp, other, rule: str, link: str) -> Claim:
+    """``other`` against BP, judged by ``RULES[rule]``."""
+    n = f"{other.get('n') or 0} / {bp.get('n') or 0}"
+    compared = _versus_bp(bp, other)
+    if compared is None:
+        why = other.get("note") or bp.get("note") or "no finished run"
+        return Claim(source, claim, "claimed (no number could be read here)", "—", profile, n,
+                     "not measurable here" if "unavailable" in why else "not confirmed", why, [link])
+    diff, se, ours = compared
+    agrees = RULES[rule](diff, se)
+    if profile != "paper":
+        return Claim(source, claim, "claimed (no number could be read here)", ours, profile, n, "not confirmed",
+                     _quick_note(profile) + ("; agrees there" if agrees else "; disagrees there"), [link])
+    return Claim(source, claim, "claimed (no number could be read here)", ours, profile, n,
+                 "confirmed" if agrees else "not confirmed", "" if agrees else "the difference says otherwise", [link])
+
+
+def local_learning(tables_dir: Path) -> list[Claim]:
+    """SFF: comparable to BP; the hybrid better than BP at similar speed; lighter on memory. FG: matches BP."""
+    out = []
+    cells = _best_profile_cells(tables_dir, "sff")
+    for (profile, network, dataset), rows in cells.items():
+        hybrid = HYBRID in network
+        bp = cells.get((profile, network.replace(HYBRID, ""), dataset), {}).get("BP") if hybrid else rows.get("BP")
+        if bp is None or "SFF" not in rows:
+            continue
+        claim = (f"the SFF hybrid (BP inside each block) beats BP: {network}, {dataset}" if hybrid else
+                 f"SFF is comparable to BP in accuracy: {network}, {dataset}")
+        out.append(_local_accuracy_claim(SFF_SOURCE, claim, profile, bp, rows["SFF"], "beats" if hybrid else
+                                         "comparable", rows["SFF"]["file"]))
+    for r in read_csv(tables_dir / "local_cost.csv"):
+        if r["algorithm"] not in ("SFF", "SFF hybrid"):
+            continue
+        where = f"{r['network']}, {r['dataset']}, batch {r['batch']}"
+        memory, time = _num(r["peak_vs_bp"]), _num(r["epoch_vs_bp"])
+        quick = "paper" not in r["memory_runs"]
+        out.append(Claim(SFF_SOURCE, f"{r['algorithm']} is lighter on memory than BP: {where}",
+                         "often lighter, architecture-dependent", f"peak memory {_fmt(memory)}x BP's",
+                         f"{r['memory_runs']}; {r['memory_method']}", "1", "not confirmed" if quick or memory is None
+                         or memory >= 1 else "confirmed", _quick_note("quick") if quick else
+                         ("" if memory is not None and memory < 1 else "not lighter here"), ["tables/local_cost.md"]))
+        if r["algorithm"] == "SFF hybrid":
+            timed_quick = "subset" in (r["epoch_runs"] or "subset")
+            similar = time is not None and time <= SIMILAR_SPEED
+            out.append(Claim(SFF_SOURCE, f"the SFF hybrid trains at a speed similar to BP's: {where}",
+                             "similar training speed", f"epoch {_fmt(time)}x BP's", r["epoch_runs"] or "no timed run",
+                             r["epoch_n"] or "0", "confirmed" if similar and not timed_quick else "not confirmed",
+                             _quick_note("quick") if timed_quick else ("" if similar else
+                                                                       f"more than {SIMILAR_SPEED}x BP's epoch"),
+                             ["tables/local_cost.md"]))
+    for (profile, network, dataset), rows in _best_profile_cells(tables_dir, "fg").items():
+        if "FG-A (local)" in rows and rows.get("BP"):  # the groups of FG-A, where BP and MF stand too
+            out.append(_local_accuracy_claim(FG_SOURCE, f"FG with local losses (activity perturbation) matches BP: "
+                                             f"{network}, {dataset}", profile, rows["BP"], rows["FG-A (local)"],
+                                             "matches", rows["FG-A (local)"]["file"]))
+    return out
 
 
 def prediction_speed(tables_dir: Path) -> list[Claim]:
@@ -312,13 +396,14 @@ def all_claims(results_dir: Path) -> list[Claim]:
     tables = results_dir / "tables"
     return [*mf_vs_bp_accuracy(tables), *prediction_speed(tables), *memory_slopes(tables), *epoch_time(tables),
             *layer_accuracy(tables), *depth_convergence(results_dir / "runs"), *section_3_3(results_dir / "claims"),
-            *energy_study(tables)]
+            *energy_study(tables), *local_learning(tables)]
 
 
 def to_markdown(claims: Iterable[Claim]) -> str:
     claims = list(claims)
     counts = {v: sum(c.verdict == v for c in claims) for v in VERDICTS}
-    head = ("# Claim by claim: the Mono-Forward paper and the energy study, judged on this suite's results\n\n"
+    head = ("# Claim by claim: the Mono-Forward paper, the energy study, Scalable FF and forward gradient, judged on "
+            "this suite's results\n\n"
             "Written by `make report` from results/ alone (benchmarks/report.py). A claim judged on quick-profile "
             "numbers says so and is never `confirmed` on them (an exact equality, which no scale changes, excepted). "
             + ", ".join(f"{n} {v}" for v, n in counts.items()) + ".\n\n"

@@ -7,7 +7,7 @@
     python scripts/plots.py --results tests/fixtures/measure/results --out /tmp/plots
 
 Reads run folders under <results>/runs, sweep status files under <results>/sweeps and latency files
-under <results>/latency; writes <out>/figures/figN.{png,pdf}, <out>/tables/{table4,table5,fig3_slopes}.{md,csv}
+under <results>/latency; writes <out>/figures/figN.{png,pdf}, <out>/tables/{table4,table5,fig3_slopes,local_cost}.{md,csv}
 and the accuracy tables <out>/tables/{table1,table2,table3,table6,sff,fg}.{md,csv,tex}, printing each table.
 
 --profile NAME uses the runs of that profile of each target's spec (those whose run key matches
@@ -28,13 +28,16 @@ from algorithms import ConfigError, UnknownNameError
 from benchmarks import accuracy_tables, cost_tables, figures
 from benchmarks.claims import report as claims_report
 from benchmarks.energy_study import write_energy_study
+from benchmarks.local_cost import TIME_TAGS, local_cost_rows
 from benchmarks.reference import load_reference
 from benchmarks.runs import is_done, iter_runs, load_run, prefer
 from benchmarks.sweep import SPECS_DIR, latest_statuses, load_spec, run_key, status_file
 
 ACCURACY_TABLES = ("table1", "table2", "table3", "table6", "sff", "fg")  # sff, fg: the local-learning specs
-TARGETS = ("fig1", "fig2", "fig3", "fig4", "fig5", "table4", "table5", *ACCURACY_TABLES, "energy_study", "claims")
+TARGETS = ("fig1", "fig2", "fig3", "fig4", "fig5", "table4", "table5", *ACCURACY_TABLES, "local_cost", "energy_study",
+           "claims")
 SPEC_OF = {"fig1": "fig1", "fig2": "fig1", "fig3": "fig3", "fig4": "fig4", "fig5": "fig5", "table5": "table5",
+           "local_cost": "local_cost",
            **{t: t for t in ACCURACY_TABLES}}  # table4 has no runs of its own (its accuracy: table3's runs)
 
 
@@ -199,6 +202,14 @@ def table5(pick, out) -> list[str]:
         [f"table5: {pick.missing('table5')}"]
 
 
+def local_cost(pick, out) -> list[str]:
+    chosen, described = pick("local_cost")
+    timed = [r for tag in TIME_TAGS for r in pick.tagged(tag)]
+    rows, md = local_cost_rows(chosen, described, timed)
+    return [str(p) for p in cost_tables.write_table(rows, md, out / "tables", "local_cost")] if rows else \
+        [f"local_cost: {pick.missing('local_cost')}"]
+
+
 def accuracy_table(name, all_runs, out, results, profile, params_file) -> list[str]:
     """Table 1, 2, 3 or 6: every cell of the spec under the profile asked for (default: paper if any of
     its runs finished, else quick), written as .md, .csv and .tex and printed. Without --profile, every
@@ -265,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
             notes += table4(table4_runs, out, results)
         if "table5" in only:
             notes += table5(pick, out)
+        if "local_cost" in only:
+            notes += local_cost(pick, out)
         for name in ACCURACY_TABLES:
             if name in only:
                 try:

@@ -75,3 +75,48 @@ def test_report_is_written_from_the_results_folder_alone(tmp_path):
     assert "**confirmed**" in text and "1 confirmed" in text
     assert (tmp_path / "report.json").exists()
     assert to_markdown([]).count("\n") >= 4  # an empty results folder still gives the header
+
+
+def local_cell(table, profile, network, row, mean, std="0.2", n="3"):
+    return {"table": table, "profile": profile, "network": network, "dataset": "cifar10-jpeg", "row": row,
+            "mean": mean, "std": std, "n": n}
+
+
+def test_sff_and_fg_claims_use_their_own_words_comparable_beats_matches(tmp_path):
+    small, hybrid = "small resnet (resnet-20)", "small resnet, SFF hybrid (resnet-20)"
+    write_table(tmp_path / "tables" / "sff.csv", [
+        local_cell("sff", "paper", small, "BP", "90.0"), local_cell("sff", "paper", small, "SFF", "89.2"),  # within 1
+        local_cell("sff", "paper", hybrid, "SFF", "90.1"),  # ahead by less than one s.e.: not "beats"
+        local_cell("sff", "paper", "cnn", "BP", "80.0"), local_cell("sff", "paper", "cnn", "SFF", "78.5")])
+    write_table(tmp_path / "tables" / "fg.csv", [
+        local_cell("fg", "paper", "mlp", "BP", "98.0"), local_cell("fg", "paper", "mlp", "FG-A (local)", "97.9"),
+        local_cell("fg", "quick", "localmixer", "BP", "90.0"), local_cell("fg", "quick", "localmixer", "FG-A (local)", "95.0")])
+    claims = {c.claim: c for c in all_claims(tmp_path) if "Krutsylo" in c.source or "Ren" in c.source}
+    assert claims[f"SFF is comparable to BP in accuracy: {small}, cifar10-jpeg"].verdict == "confirmed"
+    assert claims["SFF is comparable to BP in accuracy: cnn, cifar10-jpeg"].verdict == "not confirmed"
+    beats = claims[f"the SFF hybrid (BP inside each block) beats BP: {hybrid}, cifar10-jpeg"]
+    assert beats.verdict == "not confirmed" and "+0.10 points" in beats.ours
+    assert claims["FG with local losses (activity perturbation) matches BP: mlp, cifar10-jpeg"].verdict == "confirmed"
+    quick = claims["FG with local losses (activity perturbation) matches BP: localmixer, cifar10-jpeg"]
+    assert quick.verdict == "not confirmed" and "quick profile only" in quick.why
+
+
+def test_sff_memory_and_speed_claims_come_from_the_local_cost_table(tmp_path):
+    path = tmp_path / "tables" / "local_cost.csv"
+    path.parent.mkdir(parents=True)
+    fields = ["network", "dataset", "algorithm", "batch", "epoch_s", "epoch_n", "epoch_vs_bp", "epoch_runs", "peak_mb",
+              "peak_vs_bp", "rss_mb", "rss_vs_bp", "memory_method", "memory_runs"]
+    rows = [{"network": "resnet-18", "algorithm": "SFF", "peak_vs_bp": "0.6", "memory_runs": "paper profile, x"},
+            {"network": "mobilenetv3", "algorithm": "SFF", "peak_vs_bp": "1.3", "memory_runs": "paper profile, x"},
+            {"network": "resnet-8", "algorithm": "SFF hybrid", "peak_vs_bp": "0.5", "memory_runs": "quick profile, x",
+             "epoch_vs_bp": "1.1", "epoch_n": "1", "epoch_runs": "training subset of 2000, 3 epochs"}]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fields)
+        w.writeheader()
+        w.writerows({k: r.get(k, "") for k in fields} | {"dataset": "cifar10-jpeg", "batch": "64"} for r in rows)
+    claims = {c.claim: c for c in all_claims(tmp_path) if "Krutsylo" in c.source}
+    assert claims["SFF is lighter on memory than BP: resnet-18, cifar10-jpeg, batch 64"].verdict == "confirmed"
+    assert claims["SFF is lighter on memory than BP: mobilenetv3, cifar10-jpeg, batch 64"].verdict == "not confirmed"
+    assert "quick profile only" in claims["SFF hybrid is lighter on memory than BP: resnet-8, cifar10-jpeg, batch 64"].why
+    speed = claims["the SFF hybrid trains at a speed similar to BP's: resnet-8, cifar10-jpeg, batch 64"]
+    assert speed.verdict == "not confirmed" and speed.ours == "epoch 1.10x BP's" and "quick" in speed.why

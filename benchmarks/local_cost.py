@@ -3,8 +3,8 @@ BP and MF on the same networks, from run folders alone (``results/tables/local_c
 
 * Memory: the runs tagged ``local_cost`` (``benchmarks/specs/local_cost.yaml``, ``memory`` meter), the
   most complete profile present: the peak of parameters, gradients, optimiser state and autograd's
-  saved tensors (the CUDA allocator's peak on a GPU), and the process's resident-set peak above what
-  it held when training began.
+  saved tensors (the CUDA allocator's peak on a GPU), and the process's resident-set peak in epoch 1
+  above what it held when training began.
 * Epoch time: the runs of the sff and fg accuracy tables (``time`` meter alone, since memory hooks slow
   the steps they time) with exactly the same settings (dataset, network, algorithm, every
   hyperparameter, batch), each run's mean epoch time without epoch 1, averaged over the runs found.
@@ -43,11 +43,20 @@ def network_label(cfg: dict[str, Any]) -> str:
         return f"resnet-{args.get('depth')}" + (f", width {args['width']}" if args.get("width") else "")
     if arch == "mobilenetv3":
         return f"mobilenetv3-small, width {args.get('width', 1.0)}"
-    widths = args.get("widths") or args.get("channels")
-    if widths:
-        label = f"{len(widths)}x{widths[0]}" if len(set(widths)) == 1 and arch == "mlp" else "-".join(map(str, widths))
-        return f"{arch} {label}"
-    return arch
+    if arch == "mlp":
+        widths = args.get("widths", [])
+        return f"mlp {len(widths)}x{widths[0]}" if len(set(widths)) == 1 else "mlp " + "-".join(map(str, widths))
+    if arch == "cnn":
+        return "cnn " + "-".join(map(str, args.get("channels", [])))
+    return arch  # e.g. localmixer: its own defaults
+
+
+def first_epoch_rss_mb(run: dict) -> float | None:
+    """The resident-set peak of epoch 1's steps above the process's RSS when training began. Epoch 1
+    only: evaluation comes after it, and the heap it grows stays in the RSS of every later step."""
+    baseline = run["summary"].get("measurements", {}).get("cpu_memory", {}).get("baseline_rss_bytes")
+    first = (run.get("epochs") or [{}])[0].get("cpu_rss_peak_bytes")
+    return (first - baseline) / MB if first is not None and baseline is not None else None
 
 
 def _settings(cfg: dict[str, Any]) -> str:
@@ -79,8 +88,7 @@ def local_cost_rows(memory_runs: list[dict], described: str, timed_runs: Iterabl
     for r in memory_runs:
         cfg = r["config"]
         peak, method = peak_memory_mb(r)
-        cpu = r["summary"].get("measurements", {}).get("cpu_memory") or {}
-        rss = (cpu["peak"]["rss_peak_bytes"] - cpu["baseline_rss_bytes"]) / MB if cpu.get("peak") else None
+        rss = first_epoch_rss_mb(r)
         same, scale = most_complete(timed.get(_settings(cfg), []))  # the most complete profile's runs
         times = [t["summary"]["measurements"]["epoch_time_mean_s"] for t in same]
         row = {"network": network_label(cfg), "dataset": cfg["dataset"], "algorithm": algorithm_label(cfg),
@@ -108,7 +116,7 @@ def to_markdown(rows: list[dict[str, Any]], described: str, memory_runs: list[di
     methods = "; ".join(sorted({r["memory_method"] for r in rows})) or "—"
     scales = sorted({r["epoch_runs"] for r in rows if r["epoch_runs"]})
     head = ("| network | dataset | algorithm | batch | epoch (s) | epoch ×BP | peak memory (MB) | memory ×BP | "
-            "RSS peak above start (MB) | RSS ×BP |\n|---|---|---|--:|--:|--:|--:|--:|--:|--:|\n")
+            "RSS peak above start, epoch 1 (MB) | RSS ×BP |\n|---|---|---|--:|--:|--:|--:|--:|--:|--:|\n")
     body = "".join(
         f"| {r['network']} | {r['dataset']} | {r['algorithm']} | {r['batch']} | {_num(r['epoch_s'], 2)} | "
         f"{_num(r['epoch_vs_bp'], 2)} | {_num(r['peak_mb'])} | {_num(r['peak_vs_bp'], 2)} | {_num(r['rss_mb'])} | "
@@ -120,8 +128,9 @@ def to_markdown(rows: list[dict[str, Any]], described: str, memory_runs: list[di
           + head + body + "\n"
           "Forward gradient computes its estimate in forward mode (torch.func.jvp): its tangents are not "
           "tensors saved for a backward pass, so the saved-tensor peak leaves them out; the RSS column "
-          "includes them. Only a step's memory is measured here: it depends on the network and the batch, "
-          "not on the number of steps.\n")
+          "includes them, and also the allocator's caches and one-time workspaces, so it is the rougher "
+          "figure. Only a step's memory is measured here: it depends on the network and the batch, not on "
+          "the number of steps.\n")
     if not rows:
         md += "\nNo local_cost runs in the results folder: run `make reproduce-local-cost`.\n"
     return md

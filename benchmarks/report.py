@@ -182,7 +182,8 @@ def local_learning(tables_dir: Path) -> list[Claim]:
                  f"SFF is comparable to BP in accuracy: {network}, {dataset}")
         out.append(_local_accuracy_claim(SFF_SOURCE, claim, profile, bp, rows["SFF"], "beats" if hybrid else
                                          "comparable", rows["SFF"]["file"]))
-    for r in read_csv(tables_dir / "local_cost.csv"):
+    for r in (dict(r, file=f"tables/{path.stem}.md") for path in sorted(tables_dir.glob("local_cost*.csv"))
+              for r in read_csv(path)):
         if r["algorithm"] not in ("SFF", "SFF hybrid"):
             continue
         where = f"{r['network']}, {r['dataset']}, batch {r['batch']}"
@@ -192,7 +193,7 @@ def local_learning(tables_dir: Path) -> list[Claim]:
                          "often lighter, architecture-dependent", f"peak memory {_fmt(memory)}x BP's",
                          f"{r['memory_runs']}; {r['memory_method']}", "1", "not confirmed" if quick or memory is None
                          or memory >= 1 else "confirmed", _quick_note("quick") if quick else
-                         ("" if memory is not None and memory < 1 else "not lighter here"), ["tables/local_cost.md"]))
+                         ("" if memory is not None and memory < 1 else "not lighter here"), [r["file"]]))
         if r["algorithm"] == "SFF hybrid":
             timed_quick = "subset" in (r["epoch_runs"] or "subset")
             similar = time is not None and time <= SIMILAR_SPEED
@@ -201,7 +202,7 @@ def local_learning(tables_dir: Path) -> list[Claim]:
                              r["epoch_n"] or "0", "confirmed" if similar and not timed_quick else "not confirmed",
                              _quick_note("quick") if timed_quick else ("" if similar else
                                                                        f"more than {SIMILAR_SPEED}x BP's epoch"),
-                             ["tables/local_cost.md"]))
+                             [r["file"]]))
     for (profile, network, dataset), rows in _best_profile_cells(tables_dir, "fg").items():
         if "FG-A (local)" in rows and rows.get("BP"):  # the groups of FG-A, where BP and MF stand too
             out.append(_local_accuracy_claim(FG_SOURCE, f"FG with local losses (activity perturbation) matches BP: "

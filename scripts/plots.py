@@ -203,11 +203,25 @@ def table5(pick, out) -> list[str]:
 
 
 def local_cost(pick, out) -> list[str]:
+    """local_cost.{md,csv} from the profile asked for (or the most complete present), and, without
+    --profile, local_cost_<profile>.{md,csv} for each other profile with runs (e.g. quick's narrow
+    networks, whose epoch times the sff and fg quick tables give)."""
     chosen, described = pick("local_cost")
+    if not chosen:
+        return [f"local_cost: {pick.missing('local_cost')}"]
     timed = [r for tag in TIME_TAGS for r in pick.tagged(tag)]
-    rows, md = local_cost_rows(chosen, described, timed)
-    return [str(p) for p in cost_tables.write_table(rows, md, out / "tables", "local_cost")] if rows else \
-        [f"local_cost: {pick.missing('local_cost')}"]
+    tables = [("local_cost", chosen, described)]
+    if pick.profile is None:
+        shown = pick.profile_of("local_cost", chosen)
+        for profile in load_spec("local_cost")["profiles"]:
+            if profile != shown:
+                others, words = Picker(pick.runs, profile, pick.params_file)("local_cost")
+                tables += [(f"local_cost_{profile}", others, words)] if others else []
+    written = []
+    for name, runs, words in tables:
+        rows, md = local_cost_rows(runs, words, timed)
+        written += [str(p) for p in cost_tables.write_table(rows, md, out / "tables", name)]
+    return written
 
 
 def accuracy_table(name, all_runs, out, results, profile, params_file) -> list[str]:

@@ -120,3 +120,32 @@ def test_sff_memory_and_speed_claims_come_from_the_local_cost_table(tmp_path):
     assert "quick profile only" in claims["SFF hybrid is lighter on memory than BP: resnet-8, cifar10-jpeg, batch 64"].why
     speed = claims["the SFF hybrid trains at a speed similar to BP's: resnet-8, cifar10-jpeg, batch 64"]
     assert speed.verdict == "not confirmed" and speed.ours == "epoch 1.10x BP's" and "quick" in speed.why
+
+
+def test_section_3_3_plug_unplug_and_damage_claims_from_the_claims_records(tmp_path):
+    import json
+    claims_dir = tmp_path / "claims"
+    claims_dir.mkdir()
+    plug = {"mf": {"plugged": {"final_test_acc": 98.5, "total_time_s": 50.0},
+                   "scratch_3_layers": {"final_test_acc": 98.3, "total_time_s": 100.0}},
+            "bp": {"plugged": {"final_test_acc": 98.0}, "scratch_3_layers": {"final_test_acc": 97.9}}}
+    unplug = {"mf": {"unplugged_2_layers": 98.2, "trained_2_layers": 98.2}, "bp": {"unplugged_2_layers": 1.0}}
+    (claims_dir / "hotplug_paper.json").write_text(json.dumps({"datasets": {"mnist": {"plug": plug, "unplug": unplug}}}))
+
+    def run(algorithm, below, after):
+        damages = {"reinit": {"no_retraining": {"below": below, "output": 9.0},
+                              "retraining": [{"ff": after, "test_acc": after}]}}
+        return {"algorithm": algorithm, "dataset": "mnist", "widths": [1000, 1000], "undamaged": {"ff": 98.0},
+                "layers": {"1": {"damages": damages}, "2": {"damages": damages}}}
+    (claims_dir / "damage_paper.json").write_text(json.dumps({"runs": [run("mf", 97.9, 98.1), run("bp", None, 97.5)]}))
+    (claims_dir / "damage_quick.json").write_text(json.dumps({"runs": [run("mf", 90.0, 98.1)]}))
+    claims = [c for c in all_claims(tmp_path) if "Section 3.3" in c.source]
+    [plugged] = [c for c in claims if c.claim.startswith("a layer plugged")]
+    assert plugged.verdict == "confirmed" and "0.50 of its training time" in plugged.ours
+    [unplugged] = [c for c in claims if "unplugged" in c.claim]
+    assert unplugged.verdict == "confirmed" and "BP unplugged 1.00 %" in unplugged.ours
+    damage = [c for c in claims if "destroyed" in c.claim]
+    assert len(damage) == 2  # layer 1 has no layers below it: no claim
+    paper, quick = sorted(damage, key=lambda c: c.protocol)
+    assert paper.verdict == "confirmed" and "BP: 9.00 %, retrained 97.50 %" in paper.ours
+    assert quick.verdict == "not confirmed" and "disagrees there" in quick.why  # 90.0 below: far under 98.0

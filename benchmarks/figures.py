@@ -125,7 +125,7 @@ def memory_timeline_figure(series: dict[str, Any], title: str, ylim: float | Non
     if series.get("rss_above_start_mb"):  # RSS includes allocator slack and libraries: its own axis
         ax2 = ax.twinx()
         ax2.plot(series["t"], series["rss_above_start_mb"], ":", color="black")
-        ax2.set_ylabel("process RSS above run start (MB, dotted)", fontsize=8)
+        ax2.set_ylabel("process RSS after each step, above run start (MB, dotted)", fontsize=8)
     ax.set_xlabel("training time (s)")
     ax.set_ylabel("memory (MB)")
     if ylim:

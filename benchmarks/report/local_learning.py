@@ -76,14 +76,14 @@ def local_learning(tables_dir: Path) -> list[Claim]:
                          or memory >= 1 else "confirmed", quick_note("quick") if quick else
                          ("" if memory is not None and memory < 1 else "not lighter here"), [r["file"]]))
         if r["algorithm"] == "SFF hybrid":
-            timed_quick = "subset" in (r["epoch_runs"] or "subset")
+            timed_quick = "subset" in (r["epoch_runs"] or "")
             similar = time is not None and time <= SIMILAR_SPEED
+            why = ("no timed run with these settings yet (the sff table's runs of this network)" if time is None
+                   else quick_note("quick") if timed_quick else "" if similar else f"more than {SIMILAR_SPEED}x BP's epoch")
             out.append(Claim(SFF_SOURCE, f"the SFF hybrid trains at a speed similar to BP's: {where}",
                              "similar training speed", f"epoch {fmt(time)}x BP's", r["epoch_runs"] or "no timed run",
                              r["epoch_n"] or "0", "confirmed" if similar and not timed_quick else "not confirmed",
-                             quick_note("quick") if timed_quick else ("" if similar else
-                                                                       f"more than {SIMILAR_SPEED}x BP's epoch"),
-                             [r["file"]]))
+                             why, [r["file"]]))
     for (profile, network, dataset), rows in best_profile_cells(tables_dir, "fg").items():
         if "FG-A (local)" in rows and rows.get("BP"):  # the groups of FG-A, where BP and MF stand too
             out.append(_local_accuracy_claim(FG_SOURCE, f"FG with local losses (activity perturbation) matches BP: "

@@ -1,7 +1,7 @@
 # The Mono-Forward paper's Section 3.3 claims (issue 15): hot-plugging layers, a damaged layer, and
 # layer-parallel MF across processes (torch.distributed) against BP with DistributedDataParallel.
 #   make reproduce-claims PROFILE=quick     all three on 2 CPU cores (about 10 minutes), then tables and figures
-#   make reproduce-claims PROFILE=paper     full training sets, more epochs (meant for a GPU)
+#   make reproduce-claims PROFILE=paper     full training sets, 20 epochs: ~1.8 h on 2 CPU cores (4 + 46 + 60 min)
 #   make reproduce-claims-damage PROFILE=quick   one of them (hotplug, damage, parallel)
 #   make claims                             the tables and figures from results/claims/*.json alone, no training
 # Outputs: results/claims/<experiment>_<profile>.json, results/tables/claims_{hotplug,damage,parallel}.md,

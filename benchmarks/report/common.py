@@ -66,3 +66,15 @@ def best_profile_cells(tables_dir: Path, table: str) -> dict[tuple[str, str, str
         profile = min(by_profile, key=rank)
         cells[(profile, network, dataset)] = by_profile[profile]
     return cells
+
+
+def versus_bp(bp: dict[str, str], other: dict[str, str]) -> tuple[float, float, str] | None:
+    """(other's mean less BP's, the standard error of that difference, the words) or None."""
+    m_other, m_bp = num(other.get("mean")), num(bp.get("mean"))
+    if m_other is None or m_bp is None:
+        return None
+    n_o, n_b = int(other.get("n") or 0), int(bp.get("n") or 0)
+    s_o, s_b = num(other.get("std")) or 0.0, num(bp.get("std")) or 0.0
+    se = math.sqrt(s_o ** 2 / n_o + s_b ** 2 / n_b) if min(n_o, n_b) >= 2 else 0.0
+    diff = m_other - m_bp
+    return diff, se, f"{m_other:.2f} vs {m_bp:.2f} ({diff:+.2f} points" + (f", s.e. {se:.2f})" if se else ")")

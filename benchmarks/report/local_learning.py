@@ -3,10 +3,9 @@ forward gradient with local losses (Ren et al. 2023), from the sff, fg and local
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-from .common import Claim, best_profile_cells, fmt, num, quick_note, read_csv
+from .common import Claim, best_profile_cells, fmt, num, quick_note, read_csv, versus_bp
 
 
 SFF_SOURCE = "Krutsylo 2025 (Scalable FF)"
@@ -21,22 +20,10 @@ SIMILAR_SPEED = 1.25  # "similar training speed": an epoch at most 25 % longer t
 HYBRID = ", SFF hybrid"  # the sff spec labels the hybrid's group as the small resnet's label plus this
 
 
-def _versus_bp(bp: dict[str, str], other: dict[str, str]) -> tuple[float, float, str] | None:
-    """(other's mean less BP's, the standard error of that difference, the words) or None."""
-    m_other, m_bp = num(other.get("mean")), num(bp.get("mean"))
-    if m_other is None or m_bp is None:
-        return None
-    n_o, n_b = int(other.get("n") or 0), int(bp.get("n") or 0)
-    s_o, s_b = num(other.get("std")) or 0.0, num(bp.get("std")) or 0.0
-    se = math.sqrt(s_o ** 2 / n_o + s_b ** 2 / n_b) if min(n_o, n_b) >= 2 else 0.0
-    diff = m_other - m_bp
-    return diff, se, f"{m_other:.2f} vs {m_bp:.2f} ({diff:+.2f} points" + (f", s.e. {se:.2f})" if se else ")")
-
-
 def _local_accuracy_claim(source: str, claim: str, profile: str, bp, other, rule: str, link: str) -> Claim:
     """``other`` against BP, judged by ``RULES[rule]``."""
     n = f"{other.get('n') or 0} / {bp.get('n') or 0}"
-    compared = _versus_bp(bp, other)
+    compared = versus_bp(bp, other)
     if compared is None:
         why = other.get("note") or bp.get("note") or "no finished run"
         return Claim(source, claim, "claimed (no number could be read here)", "—", profile, n,

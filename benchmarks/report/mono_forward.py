@@ -4,10 +4,9 @@ memory per layer, epoch time, each layer's readout, convergence with depth), jud
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-from .common import ACCURACY_TABLES, Claim, best_profile_cells, fmt, num, quick_note, read_csv
+from .common import ACCURACY_TABLES, Claim, best_profile_cells, fmt, num, quick_note, read_csv, versus_bp
 
 
 def mf_vs_bp_accuracy(tables_dir: Path) -> list[Claim]:
@@ -29,19 +28,15 @@ def _accuracy_claim(table, profile, network, dataset, label, bp, mf) -> Claim:
                  if mf.get("published_mean") else "—")
     source = f"Mono-Forward paper, Table {table[5:]}"
     claim = f"{label} matches or beats BP: {network}, {dataset}"
-    m_mf, m_bp = num(mf["mean"]), num(bp["mean"])
-    n_mf, n_bp = int(mf["n"] or 0), int(bp["n"] or 0)
-    n = f"{n_mf} / {n_bp}"
+    n = f"{int(mf['n'] or 0)} / {int(bp['n'] or 0)}"
     link = [mf.get("file") or f"tables/{table}.md"]
-    if m_mf is None or m_bp is None:
+    compared = versus_bp(bp, mf)
+    if compared is None:
         why = mf.get("note") or bp.get("note") or "no finished run"
         verdict = "not measurable here" if "unavailable" in why else "not confirmed"
         return Claim(source, claim, published, "—", profile, n, verdict, why, link)
-    diff = m_mf - m_bp
-    s_mf, s_bp = num(mf["std"]) or 0.0, num(bp["std"]) or 0.0
-    se = math.sqrt(s_mf ** 2 / n_mf + s_bp ** 2 / n_bp) if min(n_mf, n_bp) >= 2 else 0.0
+    diff, se, ours = compared
     agrees = diff >= -se - 1e-3  # level within one standard error (tolerance: the CSV keeps 4 decimals)
-    ours = f"{m_mf:.2f} vs {m_bp:.2f} ({diff:+.2f} points" + (f", s.e. {se:.2f})" if se else ")")
     if profile != "paper":
         return Claim(source, claim, published, ours, profile, n, "not confirmed",
                      quick_note(profile) + ("; MF ahead or level there" if agrees else "; MF behind there"), link)

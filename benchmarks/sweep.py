@@ -17,7 +17,7 @@ A spec (YAML) says what a table is made of::
       quick: {seeds: [0], epochs: 3, train_limit: 5000}
     algorithm_overrides: {ff: {hparams: {lr: 0.01}}}   # per algorithm, any group (a profile may
                                                        # have its own, e.g. a per-algorithm epoch cap)
-    params_file: results/studies/best_params.json      # optional: tuned settings (see tuning.py);
+    params_file: results/studies/best_params.json      # optional: tuned settings (see tuning/);
                                                        # a profile may name its own
     rows:                        # accuracy tables: the paper's rows and which run/mode gives each
       "MF (FF pred)": {algorithm: mf, mode: ff}

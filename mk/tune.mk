@@ -1,4 +1,4 @@
-# Hyperparameter tuning with Optuna (benchmarks/tuning.py, scripts/tune.py).
+# Hyperparameter tuning with Optuna (benchmarks/tuning/, scripts/tune.py).
 #   make tune ALGO=mf DATASET=fmnist WIDTHS=1000,1000 [PROFILE=quick|paper] [TUNE_TRIALS=N] [TUNE_ARGS=...]
 #       one study; the same command again resumes it; TUNE_ARGS="--storage postgresql://... --worker-id 1"
 #       makes this one of many workers

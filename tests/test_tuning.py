@@ -155,7 +155,7 @@ def test_median_pruner_stops_a_hopeless_trial(tmp_path):
 # -- a worker killed mid-trial ------------------------------------------------------------------------
 HANGING_WORKER = """
 import sys, time
-import benchmarks.tuning as tuning
+import benchmarks.tuning.study as tuning
 from benchmarks.config import ExperimentConfig
 tuning.run_experiment = lambda *a, **k: time.sleep(600)  # a trial that is still training when killed
 base = ExperimentConfig(**{cfg})
@@ -206,7 +206,7 @@ WORKER = """
 import sys, time
 from pathlib import Path
 sys.path.insert(0, "scripts")
-import benchmarks.tuning as tuning
+import benchmarks.tuning.study as tuning
 real = tuning.run_experiment
 def slower(*a, **k):  # each trial takes a moment, so that both workers get a share
     time.sleep(0.3)

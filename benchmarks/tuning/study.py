@@ -1,0 +1,319 @@
+"""One Optuna study: one algorithm tuned on one dataset and architecture (see the package's docstring).
+
+Each trial is a normal run (:func:`benchmarks.runner.run_experiment`) of the base config with the
+algorithm's search space sampled; its validation accuracy per epoch feeds the pruner, and the best
+trial's settings go to ``<study>.best.json`` and the shared params file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from filelock import FileLock
+from optuna.trial import TrialState
+
+from algorithms import ConfigError
+from algorithms.search_spaces import search_space
+
+from ..config import LOCATION_FIELDS, ExperimentConfig
+from ..runner import RunDiverged, run_experiment
+from ..runs import read_json, write_json
+from ..sweep import run_dir_of
+from .storage import HEARTBEAT_INTERVAL, STUDIES_DIR, make_storage, redact
+
+PARAMS_FILE = "results/studies/best_params.json"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts towards the trial budget
+PRUNER_STARTUP_TRIALS = 5  # the median pruner needs a few finished trials before it compares
+
+
+class TuningError(RuntimeError):
+    """A study cannot go on as asked (e.g. it exists with a different base config)."""
+
+
+# -- names ------------------------------------------------------------------------------------------
+def arch_label(cfg: ExperimentConfig) -> str:
+    """``2x1000`` for an MLP with widths [1000, 1000], ``784-500`` for unequal widths, else the arch name."""
+    resolved = cfg.resolve()
+    widths = resolved.arch_args.get("widths")
+    if cfg.arch == "mlp" and widths:
+        label = f"{len(widths)}x{widths[0]}" if len(set(widths)) == 1 else "-".join(map(str, widths))
+        return label
+    return cfg.arch
+
+
+def params_key(cfg: ExperimentConfig, label: str | None = None) -> str:
+    return f"{cfg.algorithm}/{cfg.dataset}/{label or arch_label(cfg)}"
+
+
+def default_study_name(cfg: ExperimentConfig, label: str | None = None) -> str:
+    name = f"{cfg.algorithm}_{cfg.dataset}_{label or arch_label(cfg)}" + (f"_{cfg.tag}" if cfg.tag else "")
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
+
+
+# -- trials -----------------------------------------------------------------------------------------
+def trial_config(trial, base: ExperimentConfig) -> ExperimentConfig:
+    """``base`` with the algorithm's search space sampled by ``trial`` (``hparams`` merged over base's)."""
+    space, _ = search_space(base.algorithm)
+    overrides = dict(space(trial, base.to_dict()))
+    hparams = dict(base.hparams, **overrides.pop("hparams", {}))
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(ExperimentConfig)}
+    if unknown:
+        raise ConfigError(f"search space of {base.algorithm} returned unknown config fields {sorted(unknown)}")
+    return dataclasses.replace(base, hparams=hparams, **overrides)
+
+
+class _Recorder:
+    """A stand-in trial that records each parameter's distribution and returns a marker, so that
+    :func:`default_params` can see which config field a parameter lands in."""
+
+    def __init__(self):
+        self.dists: dict[str, tuple] = {}
+
+    def suggest_categorical(self, name, choices):
+        self.dists[name] = ("categorical", list(choices))
+        return _Marker(name)
+
+    def suggest_float(self, name, low, high, *, step=None, log=False):
+        self.dists[name] = ("range", low, high)
+        return _Marker(name)
+
+    def suggest_int(self, name, low, high, *, step=1, log=False):
+        self.dists[name] = ("range", low, high)
+        return _Marker(name)
+
+
+@dataclass(frozen=True)
+class _Marker:
+    name: str
+
+
+def default_params(base: ExperimentConfig) -> dict[str, Any]:
+    """The base config's own values of the searched parameters (those inside the search space).
+
+    Enqueued as a new study's first trial, so that the tuned result is never worse on validation
+    than the defaults the algorithm ships with, whatever the budget."""
+    space, _ = search_space(base.algorithm)
+    recorder = _Recorder()
+    try:
+        overrides = space(recorder, base.to_dict())
+    except Exception:  # a space that computes with its values: no default trial, the sampler starts
+        return {}
+    resolved = base.resolve()
+    fields = [(k, v, getattr(resolved, k)) for k, v in overrides.items() if k != "hparams"]
+    fields += [(k, v, resolved.hparams.get(k)) for k, v in overrides.get("hparams", {}).items()]
+    out = {}
+    for _, marker, value in fields:
+        if not isinstance(marker, _Marker) or value is None:
+            continue
+        kind, *spec = recorder.dists[marker.name]
+        inside = value in spec[0] if kind == "categorical" else spec[0] <= value <= spec[1]
+        if inside:
+            out[marker.name] = value
+    return out
+
+
+def _flat_attrs(prefix: str, value: Any) -> dict[str, Any]:
+    """Nested measurement dicts become ``a.b`` keys so that the CSV gets one column each."""
+    if isinstance(value, dict):
+        out = {}
+        for key, sub in value.items():
+            out.update(_flat_attrs(f"{prefix}.{key}" if prefix else str(key), sub))
+        return out
+    return {prefix: value if isinstance(value, (int, float, str, bool, type(None))) else str(value)}
+
+
+def make_objective(base: ExperimentConfig) -> Callable[[optuna.Trial], float]:
+    """The objective: train the trial's config, report validation accuracy per epoch, maybe prune."""
+
+    def objective(trial: optuna.Trial) -> float:
+        cfg = trial_config(trial, base)
+        resolved = cfg.resolve()  # a bad sampled value fails here as ConfigError (the trial fails)
+        run_dir = run_dir_of(resolved)  # the data's fingerprint is part of the folder's name
+        trial.set_user_attr("run_dir", str(run_dir))
+        seen: list[dict] = []
+
+        def on_epoch(row: dict) -> None:
+            # evaluate() adds val_acc_<mode> in the order of prediction_modes: the first is the default
+            key = next(k for k in row if k.startswith("val_acc_"))
+            seen.append(row)
+            trial.report(row[key], row["epoch"])
+            trial.set_user_attr("epochs_run", row["epoch"])
+            if trial.should_prune():
+                trial.set_user_attr("status", "pruned")
+                if "epoch_time_s" in row:
+                    trial.set_user_attr("train_time_s", sum(r["epoch_time_s"] for r in seen))
+                raise optuna.TrialPruned(f"epoch {row['epoch']}: {key} {row[key]:.2f}")
+
+        # two trials with identical settings share a run folder: the second waits for the first
+        # and reuses its finished run
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(run_dir.parent / f".{run_dir.name}.lock"):
+            try:
+                result = run_experiment(cfg, on_epoch=on_epoch)
+            except RunDiverged as exc:
+                trial.set_user_attr("status", "diverged")
+                raise optuna.TrialPruned(f"diverged: {exc}") from None
+        summary = result.summary
+        if summary.get("status") != "completed":  # a reused diverged run
+            trial.set_user_attr("status", summary.get("status", "unknown"))
+            raise optuna.TrialPruned(f"reused run {run_dir} is {summary.get('status')}")
+        key = f"val_acc_{summary['default_mode']}"
+        attrs = {"status": "completed", "reused_run": result.reused, "epochs_run": summary["epochs_run"],
+                 "stopped_early": summary["stopped_early"], "selected_epoch": summary["selected_epoch"],
+                 "wall_time_s": summary["wall_time_s"],
+                 # recorded for the report only; never used to pick the best trial
+                 "test_acc_at_selected_epoch": summary["test_acc"],
+                 **_flat_attrs("", summary.get("measurements", {}))}
+        for name, value in attrs.items():
+            trial.set_user_attr(name, value)
+        return summary["selected"][key]
+
+    return objective
+
+
+# -- the study ----------------------------------------------------------------------------------------
+@dataclass
+class TuneOutcome:
+    study: optuna.Study
+    key: str  # the params-file key
+    best: dict[str, Any] | None  # the params-file entry of the best trial (None: no complete trial yet)
+    csv_path: Path
+    best_path: Path | None
+    counts: dict[str, int]
+
+
+def _base_identity(base: ExperimentConfig) -> dict[str, Any]:
+    """What a resumed study or a joining worker must share: the base config without locations and
+    without the device (workers on CPU and GPU machines may fill one study)."""
+    d = base.resolve().to_dict()
+    for key in (*LOCATION_FIELDS, "device"):
+        d.pop(key, None)
+    return d
+
+
+def sampler_seed(seed: int, worker_id: int, existing_trials: int) -> int:
+    """One seed per (tuning seed, worker, point of resumption): a resumed study or a second worker
+    must not replay the random start-up samples of the first."""
+    digest = hashlib.sha256(f"{seed}/{worker_id}/{existing_trials}".encode()).hexdigest()
+    return int(digest[:8], 16)
+
+
+def make_pruner(pruner: str | optuna.pruners.BasePruner, epochs: int) -> optuna.pruners.BasePruner:
+    if isinstance(pruner, optuna.pruners.BasePruner):
+        return pruner
+    if pruner == "median":
+        # no pruning in the first half of the epochs: slow starters (MF's sequential schedule trains
+        # the last layer late) must get a chance; the earliest prune is after epoch epochs // 2
+        return optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS,
+                                           n_warmup_steps=max(1, epochs // 2))
+    if pruner == "none":
+        return optuna.pruners.NopPruner()
+    raise ConfigError(f"unknown pruner {pruner!r}; choose one of: median, none")
+
+
+def count_states(study: optuna.Study) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
+    return counts
+
+
+def tune(base: ExperimentConfig, trials: int, *, study_name: str | None = None, storage: str | None = None,
+         studies_dir: str | Path = STUDIES_DIR, label: str | None = None, seed: int = 0, worker_id: int = 0,
+         pruner: str | optuna.pruners.BasePruner = "median", params_file: str | Path | None = PARAMS_FILE,
+         heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: int | None = None,
+         log: Callable[[str], None] = print) -> TuneOutcome:
+    """Create or resume the study of ``base`` and run trials until it has ``trials`` finished ones."""
+    if not isinstance(trials, int) or trials <= 0:
+        raise ConfigError(f"the number of trials must be a positive integer, got {trials!r}")
+    if not base.val_fraction > 0:
+        raise ConfigError("tuning needs a validation split (val_fraction > 0): test data never selects")
+    label = label or arch_label(base)
+    study_name = study_name or default_study_name(base, label)
+    studies_dir = Path(studies_dir)
+    base = dataclasses.replace(base, results_dir=str(studies_dir / study_name / "runs"))
+    identity = _base_identity(base)
+    _, space_origin = search_space(base.algorithm)
+
+    store = make_storage(storage, study_name, studies_dir, heartbeat_interval, grace_period)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        probe = optuna.create_study(study_name=study_name, storage=store, direction="maximize",
+                                    load_if_exists=True)
+        existing = probe.get_trials(deepcopy=False)
+        # random start-up trials: a third of the budget, at most Optuna's default 10 (with its
+        # default a budget of 10 or fewer trials would be a random search)
+        sampler = optuna.samplers.TPESampler(seed=sampler_seed(seed, worker_id, len(existing)),
+                                             n_startup_trials=max(2, min(10, trials // 3)),
+                                             multivariate=True, constant_liar=True)
+        study = optuna.load_study(study_name=study_name, storage=store, sampler=sampler,
+                                  pruner=make_pruner(pruner, base.epochs))
+    recorded = study.user_attrs.get("base_config")
+    if recorded is None:
+        study.set_user_attr("base_config", identity)
+        study.set_user_attr("params_key", params_key(base, label))
+    elif recorded != json.loads(json.dumps(identity)):
+        changed = sorted(k for k in set(recorded) | set(identity) if recorded.get(k) != identity.get(k))
+        raise TuningError(f"study {study_name!r} was created for a different base config (differs in "
+                          f"{', '.join(changed)}); use another --study name or the original settings")
+
+    if not existing:  # a new study starts from the algorithm's defaults
+        study.enqueue_trial(default_params(base), user_attrs={"origin": "defaults"}, skip_if_exists=True)
+
+    done = sum(t.state in FINISHED for t in existing)
+    where = redact(storage) if storage else str(studies_dir / f"{study_name}.log")
+    log(f"study {study_name} ({where}): {done}/{trials} trials finished; search space: {space_origin}")
+    if done < trials:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.optimize(make_objective(base), n_trials=trials - done,
+                           callbacks=[optuna.study.MaxTrialsCallback(trials, states=FINISHED)])
+    return finish(study, base, label, studies_dir, params_file, where, log)
+
+
+def finish(study: optuna.Study, base: ExperimentConfig, label: str, studies_dir: Path,
+           params_file: str | Path | None, where: str, log: Callable[[str], None] = print) -> TuneOutcome:
+    """Export the trials as CSV; write the best trial's settings to ``<study>.best.json`` and the params file."""
+    key = params_key(base, label)
+    csv_path = studies_dir / f"{study.study_name}.csv"
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    study.trials_dataframe().to_csv(csv_path, index=False)
+    counts = count_states(study)
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if not complete:
+        log(f"no complete trial yet ({counts}); no params written. Trials: {csv_path}")
+        return TuneOutcome(study, key, None, csv_path, None, counts)
+    best = study.best_trial
+    cfg = trial_config(optuna.trial.FixedTrial(best.params), base).resolve()
+    entry = {"batch_size": cfg.batch_size, "hparams": cfg.hparams}
+    best_path = studies_dir / f"{study.study_name}.best.json"
+    write_json(best_path, {
+        "key": key, "study": study.study_name, "storage": where, "trial": best.number,
+        "val_acc": best.value, "params": best.params, "entry": entry, "trials": counts,
+        "budget": {k: getattr(cfg, k) for k in ("epochs", "patience", "train_limit", "val_fraction", "seed")},
+        "config": cfg.to_dict(), "user_attrs": best.user_attrs})
+    if params_file:
+        update_params_file(params_file, key, entry)
+    log(f"best trial {best.number}: val acc {best.value:.2f} % with {json.dumps(best.params)}; "
+        f"trials {counts}\n  {csv_path}\n  {best_path}" + (f"\n  {params_file} [{key}]" if params_file else ""))
+    return TuneOutcome(study, key, entry, csv_path, best_path, counts)
+
+
+def update_params_file(path: str | Path, key: str, entry: dict[str, Any]) -> None:
+    """Set one entry of the shared params file (locked: several studies may finish at once)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(path.with_name(f".{path.name}.lock")):
+        values = read_json(path) if path.exists() else {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"params file {path} must hold a mapping")
+        values[key] = entry
+        write_json(path, values)

@@ -49,26 +49,33 @@ def batch_label(run: dict) -> str:
     return "full batch" if n_train is not None and bs >= n_train else f"mini-batch {bs}"
 
 
+def run_device(run: dict) -> str:
+    """The machine a run was timed on: its GPU where it ran on one, else its CPU model."""
+    env = run.get("environment", {})
+    on_gpu = str(env.get("device", "")).startswith("cuda")
+    return (env.get("gpu_model") if on_gpu else None) or env.get("cpu_model") or "?"
+
+
 def table5_rows(runs: Iterable[dict]) -> tuple[list[dict[str, Any]], str]:
+    """Mean epoch times of BP and MF, one table per machine: seeds timed on different machines are
+    never averaged together (a finished run is reused, so a later seed may come from another one)."""
     chosen, profile = most_complete(runs_with_tag(runs, "table5"))
     times: dict[tuple, list[float]] = defaultdict(list)
-    devices = set()
     for r in chosen:
         t = r["summary"].get("measurements", {}).get("epoch_time_mean_s")
         if t is not None:
-            times[(r["config"]["dataset"], batch_label(r), r["config"]["algorithm"])].append(t)
-            devices.add(r.get("environment", {}).get("gpu_model") or r.get("environment", {}).get("cpu_model") or "?")
+            times[(run_device(r), r["config"]["dataset"], batch_label(r), r["config"]["algorithm"])].append(t)
     nets = sorted({width_label(r) + " " + r["config"]["arch"] for r in chosen})
     # the paper's Table 5 is the 2x1000 MLP; other networks are not compared with it
     ref = {} if nets != ["2x1000 mlp"] else {
         (row["dataset"], row["algorithm"], row["metric"]): float(row["mean"]) for row in load_reference("5")}
     rows = []
-    for dataset, label in sorted({(d, lab) for d, lab, _ in times}):
-        bp = _mean_std(times.get((dataset, label, "bp"), []))
-        mf = _mean_std(times.get((dataset, label, "mf"), []))
+    for device, dataset, label in sorted({key[:3] for key in times}):
+        bp = _mean_std(times.get((device, dataset, label, "bp"), []))
+        mf = _mean_std(times.get((device, dataset, label, "mf"), []))
         paper_label = "mini-batch 64" if label.startswith("mini-batch") else label
         pd = PAPER_DATASET.get(dataset, dataset)
-        rows.append({"dataset": dataset, "batch": label,
+        rows.append({"device": device, "dataset": dataset, "batch": label,
                      "bp_s": bp[0], "bp_std": bp[1], "bp_n": bp[2], "mf_s": mf[0], "mf_std": mf[1], "mf_n": mf[2],
                      "ratio_bp_over_mf": bp[0] / mf[0] if bp[0] and mf[0] else None,
                      "paper_bp_s": ref.get((pd, "BP", f"epoch_time {paper_label}")),
@@ -77,16 +84,20 @@ def table5_rows(runs: Iterable[dict]) -> tuple[list[dict[str, Any]], str]:
                      "scale": profile})
     head = ("| dataset | batch | BP epoch (s) | MF epoch (s) | BP/MF | paper BP | paper MF | paper BP/MF |\n"
             "|---|---|---|---|---|---|---|---|\n")
-    body = "".join(
-        f"| {r['dataset']} | {r['batch']} | {_fmt(r['bp_s'], r['bp_std'], 3)} | {_fmt(r['mf_s'], r['mf_std'], 3)} | "
-        f"{_fmt(r['ratio_bp_over_mf'])} | {_fmt(r['paper_bp_s'])} | {_fmt(r['paper_mf_s'])} | {_fmt(r['paper_ratio'])} |\n"
-        for r in rows)
-    n = max([r["bp_n"] for r in rows] + [r["mf_n"] for r in rows] + [0])
-    md = (f"**Table 5: mean epoch time of BP and MF, {', '.join(nets) or '—'}** "
-          f"(measured on {', '.join(sorted(devices)) or '—'}; {profile}; mean ± std over up to {n} seeds of each "
-          "run's mean epoch time without epoch 1; paper: RTX 4080 laptop GPU)\n\n" + head + body)
-    if not rows:
-        md += "\nNo table5 runs in the results folder: run `make reproduce-table5`.\n"
+    blocks = []
+    for device in sorted({r["device"] for r in rows}):
+        mine = [r for r in rows if r["device"] == device]
+        n = max([r["bp_n"] for r in mine] + [r["mf_n"] for r in mine])
+        blocks.append(
+            f"**Table 5: mean epoch time of BP and MF, {', '.join(nets)}, on {device}** ({profile}; mean ± std "
+            f"over up to {n} seed{'s' if n != 1 else ''} of each run's mean epoch time without epoch 1; paper: RTX 4080 laptop GPU)\n\n"
+            + head + "".join(
+                f"| {r['dataset']} | {r['batch']} | {_fmt(r['bp_s'], r['bp_std'], 3)} | {_fmt(r['mf_s'], r['mf_std'], 3)} | "
+                f"{_fmt(r['ratio_bp_over_mf'])} | {_fmt(r['paper_bp_s'])} | {_fmt(r['paper_mf_s'])} | "
+                f"{_fmt(r['paper_ratio'])} |\n" for r in mine))
+    md = "\n".join(blocks) if blocks else (
+        "**Table 5: mean epoch time of BP and MF**\n\nNo table5 runs in the results folder: run "
+        "`make reproduce-table5`.\n")
     return rows, md
 
 

@@ -219,6 +219,27 @@ def test_plots_from_the_fixture_write_every_figure_and_table(tmp_path):
     assert all(row in table4 for row in ("| FF |", "| One-pass FF |", "| BP |", "| MF (FF pred) |", "| MF (BP pred) |"))
 
 
+def test_table5_never_averages_seeds_timed_on_different_machines():
+    from benchmarks.cost_tables import table5_rows
+
+    def run(alg, seed, cpu, epoch_s):
+        return {"config": {"tag": "table5", "algorithm": alg, "dataset": "mnist", "arch": "mlp", "seed": seed,
+                           "batch_size": 64, "epochs": 10, "arch_args": {"widths": [1000, 1000]}},
+                "environment": {"cpu_model": cpu, "device": "cpu"},
+                "measurement": {"data": {"train": 60000}},
+                "summary": {"status": "completed", "measurements": {"epoch_time_mean_s": epoch_s}}}
+
+    runs = [run("bp", 0, "Xeon", 5.0), run("mf", 0, "Xeon", 4.0),
+            run("bp", 1, "EPYC", 9.0), run("mf", 1, "EPYC", 3.0), run("bp", 2, "EPYC", 11.0), run("mf", 2, "EPYC", 3.0)]
+    rows, md = table5_rows(runs)
+    by_device = {r["device"]: r for r in rows}
+    assert set(by_device) == {"Xeon", "EPYC"}
+    assert by_device["Xeon"]["bp_s"] == 5.0 and by_device["Xeon"]["bp_n"] == 1
+    assert by_device["EPYC"]["bp_s"] == 10.0 and by_device["EPYC"]["bp_n"] == 2
+    assert by_device["EPYC"]["ratio_bp_over_mf"] == pytest.approx(10.0 / 3.0)
+    assert md.count("**Table 5:") == 2 and "on EPYC" in md and "on Xeon" in md
+
+
 def test_fitted_slope_and_figure3_data():
     from benchmarks.figures import depth_data, fit_slope
 

@@ -99,7 +99,8 @@ def epoch_time(tables_dir: Path) -> list[Claim]:
         why = quick_note(profile) if profile != "paper" else ("" if agrees else "BP's epoch is not slower")
         why = "; ".join(w for w in (why, "the paper's ratios are GPU ones; ours are this machine's") if w)
         out.append(Claim("Mono-Forward paper, Table 5", f"MF's epoch is cheaper than BP's: {r['dataset']}, {r['batch']}",
-                         f"BP/MF {fmt(paper)}", f"BP/MF {fmt(ratio)}", f"{profile} profile", f"{r['bp_n']} / {r['mf_n']}",
+                         f"BP/MF {fmt(paper)}", f"BP/MF {fmt(ratio)}", f"{profile} profile, {r['device']}",
+                         f"{r['bp_n']} / {r['mf_n']}",
                          verdict, why, ["tables/table5.md"]))
     return out
 

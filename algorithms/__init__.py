@@ -9,7 +9,8 @@ from . import cafo  # noqa: F401  (registers cafo-rand, cafo-dfa and the cafo-cn
 from . import text_models  # noqa: F401  (registers the embed-mlp architecture on token ids)
 from . import fg, mixer, resnet, sff  # noqa: F401  (forward gradient, LocalMixer, resnet, Scalable Forward-Forward)
 from . import mobilenet  # noqa: F401  (registers the mobilenetv3 architecture)
-from .base import ConfigError, Trainer, TrainerHParams
+from .base import Trainer, TrainerHParams
+from .typed_config import ConfigError
 from .registry import ALGORITHMS, ARCHITECTURES, UnknownNameError
 
 __all__ = ["ALGORITHMS", "ARCHITECTURES", "ConfigError", "Trainer", "TrainerHParams", "UnknownNameError"]

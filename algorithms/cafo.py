@@ -50,7 +50,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Trainer, TrainerHParams, _check, make_optimizer
+from .base import Trainer, TrainerHParams, make_optimizer
+from .typed_config import check
 from .networks import LayerFactory
 from .registry import ALGORITHMS, ARCHITECTURES
 
@@ -66,8 +67,8 @@ class CaFoCNNArgs:
 
     def validate(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
-        _check(len(self.channels) >= 1, "cafo-cnn needs at least one block (channels)")
-        _check(all(c > 0 for c in self.channels), f"every channel count must be > 0, got {list(self.channels)}")
+        check(len(self.channels) >= 1, "cafo-cnn needs at least one block (channels)")
+        check(all(c > 0 for c in self.channels), f"every channel count must be > 0, got {list(self.channels)}")
 
 
 @ARCHITECTURES.register("cafo-cnn")
@@ -78,9 +79,9 @@ class CaFoCNN:
 
     @staticmethod
     def blocks(args: CaFoCNNArgs, input_shape: tuple[int, ...], layers: LayerFactory) -> list[nn.Module]:
-        _check(len(input_shape) == 3, f"cafo-cnn needs image input (C, H, W), got shape {tuple(input_shape)}")
+        check(len(input_shape) == 3, f"cafo-cnn needs image input (C, H, W), got shape {tuple(input_shape)}")
         c_in, h, w = input_shape
-        _check(min(h, w) >= 2 ** len(args.channels),
+        check(min(h, w) >= 2 ** len(args.channels),
                f"cafo-cnn with {len(args.channels)} blocks halves the image {len(args.channels)} times; "
                f"input {h}x{w} is too small")
         blocks = []
@@ -130,11 +131,11 @@ class CaFoHParams(TrainerHParams):
 
     def validate(self) -> None:
         super().validate()
-        _check(self.loss in LOSSES, f"unknown loss {self.loss!r}; choose one of: {', '.join(LOSSES)}")
-        _check(self.ridge >= 0, f"ridge must be >= 0, got {self.ridge}")
-        _check(self.predictor_lr is None or self.predictor_lr > 0, f"predictor_lr must be > 0, got {self.predictor_lr}")
-        _check(self.block_epochs is None or self.block_epochs >= 1, f"block_epochs must be >= 1, got {self.block_epochs}")
-        _check(self.dfa_error in DFA_ERRORS, f"unknown dfa_error {self.dfa_error!r}; choose one of: {', '.join(DFA_ERRORS)}")
+        check(self.loss in LOSSES, f"unknown loss {self.loss!r}; choose one of: {', '.join(LOSSES)}")
+        check(self.ridge >= 0, f"ridge must be >= 0, got {self.ridge}")
+        check(self.predictor_lr is None or self.predictor_lr > 0, f"predictor_lr must be > 0, got {self.predictor_lr}")
+        check(self.block_epochs is None or self.block_epochs >= 1, f"block_epochs must be >= 1, got {self.block_epochs}")
+        check(self.dfa_error in DFA_ERRORS, f"unknown dfa_error {self.dfa_error!r}; choose one of: {', '.join(DFA_ERRORS)}")
 
 
 class CascadedForward(Trainer):
@@ -343,7 +344,7 @@ class CaFoDFA(CascadedForward):
     def start_epoch(self, epoch: int, num_epochs: int) -> None:
         super().start_epoch(epoch, num_epochs)
         block_epochs = self.hp.block_epochs if self.hp.block_epochs is not None else max(1, num_epochs // 2)
-        _check(num_epochs > block_epochs, f"cafo-dfa trains blocks for {block_epochs} epoch(s) and then the "
+        check(num_epochs > block_epochs, f"cafo-dfa trains blocks for {block_epochs} epoch(s) and then the "
                                           f"predictors, so it needs more than {block_epochs} epochs, got {num_epochs}")
         self.phase = "blocks" if epoch < block_epochs else "predictors"
         self.net.blocks.requires_grad_(self.phase == "blocks")

@@ -41,7 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import ConfigError, Trainer, TrainerHParams, _check, dataclass_from_dict, make_optimizer
+from .base import ConfigError, Trainer, TrainerHParams, dataclass_from_dict, make_optimizer
+from .typed_config import check
 from .registry import ALGORITHMS
 
 LABEL_EMBEDDINGS = ("overlay", "concat")
@@ -68,13 +69,13 @@ class FFHParams(TrainerHParams):
 
     def validate(self) -> None:
         super().validate()
-        _check(self.threshold > 0, f"threshold must be > 0, got {self.threshold}")
-        _check(self.label_value > 0, f"label_value must be > 0, got {self.label_value}")
-        _check(self.label_embedding in LABEL_EMBEDDINGS,
+        check(self.threshold > 0, f"threshold must be > 0, got {self.threshold}")
+        check(self.label_value > 0, f"label_value must be > 0, got {self.label_value}")
+        check(self.label_embedding in LABEL_EMBEDDINGS,
                f"unknown label_embedding {self.label_embedding!r}; choose one of: {', '.join(LABEL_EMBEDDINGS)}")
-        _check(self.normalisation in NORMALISATIONS,
+        check(self.normalisation in NORMALISATIONS,
                f"unknown normalisation {self.normalisation!r}; choose one of: {', '.join(NORMALISATIONS)}")
-        _check(self.logit in LOGITS, f"unknown logit {self.logit!r}; choose one of: {', '.join(LOGITS)}")
+        check(self.logit in LOGITS, f"unknown logit {self.logit!r}; choose one of: {', '.join(LOGITS)}")
 
 
 EPS = 1e-8  # keeps an all-zero input finite

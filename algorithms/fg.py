@@ -46,7 +46,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, jvp
 
-from .base import ConfigError, Trainer, TrainerHParams, _check, make_optimizer
+from .base import ConfigError, Trainer, TrainerHParams, make_optimizer
+from .typed_config import check
 from .registry import ALGORITHMS
 
 PERTURB = ("weights", "activities")
@@ -69,10 +70,10 @@ class FGHParams(TrainerHParams):
 
     def validate(self) -> None:
         super().validate()
-        _check(self.perturb in PERTURB, f"unknown perturb {self.perturb!r}; choose one of: {', '.join(PERTURB)}")
-        _check(isinstance(self.directions, int) and self.directions >= 1,
+        check(self.perturb in PERTURB, f"unknown perturb {self.perturb!r}; choose one of: {', '.join(PERTURB)}")
+        check(isinstance(self.directions, int) and self.directions >= 1,
                f"directions must be a whole number >= 1, got {self.directions!r}")
-        _check(isinstance(self.groups, int) and self.groups >= 1, f"groups must be a whole number >= 1, got {self.groups!r}")
+        check(isinstance(self.groups, int) and self.groups >= 1, f"groups must be a whole number >= 1, got {self.groups!r}")
 
 
 def route_sample(d: torch.Tensor) -> torch.Tensor:
@@ -126,9 +127,9 @@ class ForwardGradient(Trainer):
         if hasattr(block, "groups"):  # LocalMixer: the architecture's groups
             return block.groups
         if self.hp.groups > 1:
-            _check(plain_mlp_block(block), "fg's groups split MLP blocks (one Linear and an activation); this "
+            check(plain_mlp_block(block), "fg's groups split MLP blocks (one Linear and an activation); this "
                                            "architecture's blocks are not: use groups=1")
-            _check(width % self.hp.groups == 0, f"fg's groups ({self.hp.groups}) must divide the width {width}")
+            check(width % self.hp.groups == 0, f"fg's groups ({self.hp.groups}) must divide the width {width}")
         return self.hp.groups
 
     def _sites(self, block: nn.Module, head: nn.Module, groups: int) -> list[tuple[nn.Module, Route]]:

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Trainer, TrainerHParams, _check, make_optimizer
+from .base import Trainer, TrainerHParams, make_optimizer
+from .typed_config import check
 from .registry import ALGORITHMS
 
 SCHEDULES = ("simultaneous", "sequential")
@@ -44,8 +45,8 @@ class MFHParams(TrainerHParams):
 
     def validate(self) -> None:
         super().validate()
-        _check(self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
-        _check(self.readout in READOUTS, f"unknown readout {self.readout!r}; choose one of: {', '.join(READOUTS)}")
+        check(self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+        check(self.readout in READOUTS, f"unknown readout {self.readout!r}; choose one of: {', '.join(READOUTS)}")
 
 
 @ALGORITHMS.register("mf")
@@ -80,7 +81,7 @@ class MonoForward(Trainer):
     def start_epoch(self, epoch: int, num_epochs: int) -> None:
         n = len(self.net.blocks)
         if self.hp.schedule == "sequential":
-            _check(num_epochs >= n, f"the sequential schedule needs at least one epoch per layer ({n}), got {num_epochs}")
+            check(num_epochs >= n, f"the sequential schedule needs at least one epoch per layer ({n}), got {num_epochs}")
             layer = min(n - 1, epoch * n // num_epochs)
             self.active = [layer]
             self.phase = f"layer{layer + 1}"

@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .networks import LayerFactory, _check, _whole
+from .networks import LayerFactory, _whole
+from .typed_config import check
 from .registry import ARCHITECTURES
 
 
@@ -137,9 +138,9 @@ class LocalMixerArgs:
     def validate(self) -> None:
         for name in ("patches", "channels", "blocks", "groups"):
             setattr(self, name, _whole(getattr(self, name), f"localmixer's {name}"))
-        _check(self.patches >= 1 and self.channels >= 1 and self.groups >= 1 and self.blocks >= 0,
+        check(self.patches >= 1 and self.channels >= 1 and self.groups >= 1 and self.blocks >= 0,
                f"localmixer needs patches, channels, groups >= 1 and blocks >= 0, got {self}")
-        _check(self.channels % self.groups == 0,
+        check(self.channels % self.groups == 0,
                f"localmixer's channels ({self.channels}) must split into {self.groups} equal groups")
 
 
@@ -151,9 +152,9 @@ class LocalMixer:
 
     @staticmethod
     def blocks(args: LocalMixerArgs, input_shape: tuple[int, ...], layers: LayerFactory) -> list[nn.Module]:
-        _check(len(input_shape) == 3, f"localmixer needs image input (C, H, W), got shape {tuple(input_shape)}")
+        check(len(input_shape) == 3, f"localmixer needs image input (C, H, W), got shape {tuple(input_shape)}")
         c, h, w = input_shape
-        _check(h % args.patches == 0 and w % args.patches == 0,
+        check(h % args.patches == 0 and w % args.patches == 0,
                f"localmixer's {args.patches} patches a side must divide the {h}x{w} image")
         pixels = c * (h // args.patches) * (w // args.patches)
         p = args.patches ** 2

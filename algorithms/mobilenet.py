@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .networks import LayerFactory, _check
+from .networks import LayerFactory
+from .typed_config import check
 from .registry import ARCHITECTURES
 from .resnet import Subsample, conv_bn
 
@@ -112,7 +113,7 @@ class MobileNetV3Args:
     width: float = 1.0  # multiplies every channel count (the paper's width multiplier); 0.25 trains on a CPU
 
     def validate(self) -> None:
-        _check(not isinstance(self.width, bool) and isinstance(self.width, (int, float))
+        check(not isinstance(self.width, bool) and isinstance(self.width, (int, float))
                and math.isfinite(self.width) and self.width > 0,
                f"mobilenetv3's width must be a number > 0, got {self.width!r}")
         self.width = float(self.width)
@@ -126,12 +127,12 @@ class MobileNetV3:
 
     @staticmethod
     def blocks(args: MobileNetV3Args, input_shape: tuple[int, ...], layers: LayerFactory) -> list[nn.Module]:
-        _check(len(input_shape) == 3, f"mobilenetv3 needs image input (C, H, W), got shape {tuple(input_shape)}")
-        _check(type(layers).conv2d is LayerFactory.conv2d,
+        check(len(input_shape) == 3, f"mobilenetv3 needs image input (C, H, W), got shape {tuple(input_shape)}")
+        check(type(layers).conv2d is LayerFactory.conv2d,
                "mobilenetv3's depthwise convs have no feedback-alignment version: train it with bp, mf, sff or dfa")
         c_in, h, w = input_shape
         side = 2 ** sum(stride > 1 for *_, stride in SMALL)
-        _check(min(h, w) >= side, f"mobilenetv3 halves the image {side.bit_length() - 1} times, so the input "
+        check(min(h, w) >= side, f"mobilenetv3 halves the image {side.bit_length() - 1} times, so the input "
                                   f"must be at least {side}x{side}, got {h}x{w}")
         c_out = channels(STEM, args.width)
         blocks: list[nn.Module] = [nn.Sequential(*conv_bn(layers, c_in, c_out, 3, 1), nn.Hardswish())]

@@ -25,6 +25,7 @@ from torch import nn
 
 from .local import LocallyConnected2d
 from .registry import ARCHITECTURES
+from .typed_config import check, dataclass_from_dict
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid}
 
@@ -59,12 +60,6 @@ class Network(nn.Module):
         return self.head(x)
 
 
-def _check(cond: bool, message: str) -> None:
-    if not cond:
-        from .base import ConfigError  # late import: base imports this module
-        raise ConfigError(message)
-
-
 @dataclass
 class MLPArgs:
     widths: tuple[int, ...] = (1000, 1000)  # the paper's 2x1000 MLP for MNIST and Fashion-MNIST
@@ -72,9 +67,9 @@ class MLPArgs:
 
     def validate(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)
-        _check(len(self.widths) >= 1, "an MLP needs at least one hidden layer (widths)")
-        _check(all(w > 0 for w in self.widths), f"every width must be > 0, got {list(self.widths)}")
-        _check(self.activation in ACTIVATIONS,
+        check(len(self.widths) >= 1, "an MLP needs at least one hidden layer (widths)")
+        check(all(w > 0 for w in self.widths), f"every width must be > 0, got {list(self.widths)}")
+        check(self.activation in ACTIVATIONS,
                f"unknown activation {self.activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
 
 
@@ -101,11 +96,11 @@ def _whole(value: Any, what: str) -> int:
             return int(value)
     except (TypeError, ValueError):
         pass
-    _check(False, f"{what} must be a whole number, got {value!r}")
+    check(False, f"{what} must be a whole number, got {value!r}")
 
 
 def _ints(values: Any, what: str) -> tuple[int, ...]:
-    _check(isinstance(values, (list, tuple)), f"{what} must be a list of whole numbers, got {values!r}")
+    check(isinstance(values, (list, tuple)), f"{what} must be a list of whole numbers, got {values!r}")
     return tuple(_whole(v, f"every entry of {what}") for v in values)
 
 
@@ -118,11 +113,11 @@ class CNNArgs:
     def validate(self) -> None:
         self.channels = _ints(self.channels, "cnn's channels")
         self.kernel_size, self.pool = _whole(self.kernel_size, "cnn's kernel_size"), _whole(self.pool, "cnn's pool")
-        _check(len(self.channels) >= 1, "cnn needs at least one conv block (channels)")
-        _check(all(c > 0 for c in self.channels), f"every channel count must be > 0, got {list(self.channels)}")
-        _check(self.kernel_size >= 1 and self.kernel_size % 2 == 1,
+        check(len(self.channels) >= 1, "cnn needs at least one conv block (channels)")
+        check(all(c > 0 for c in self.channels), f"every channel count must be > 0, got {list(self.channels)}")
+        check(self.kernel_size >= 1 and self.kernel_size % 2 == 1,
                f"cnn's kernel_size must be odd and >= 1 (padding k//2 keeps the map's size), got {self.kernel_size}")
-        _check(self.pool >= 1, f"cnn's pool must be >= 1 (1: no pooling), got {self.pool}")
+        check(self.pool >= 1, f"cnn's pool must be >= 1 (1: no pooling), got {self.pool}")
 
 
 @ARCHITECTURES.register("cnn")
@@ -134,11 +129,11 @@ class CNN:
 
     @staticmethod
     def blocks(args: CNNArgs, input_shape: tuple[int, ...], layers: LayerFactory) -> list[nn.Module]:
-        _check(len(input_shape) == 3, f"cnn needs image input (C, H, W), got shape {tuple(input_shape)}")
+        check(len(input_shape) == 3, f"cnn needs image input (C, H, W), got shape {tuple(input_shape)}")
         c_in, h, w = input_shape
         n = len(args.channels)
         side = args.pool ** n
-        _check(min(h, w) >= side, f"cnn's {n} blocks each pool by {args.pool}, so the input must be at least "
+        check(min(h, w) >= side, f"cnn's {n} blocks each pool by {args.pool}, so the input must be at least "
                                   f"{side}x{side}, got {h}x{w}: use fewer channels entries or pool=1")
         blocks = []
         for c_out in args.channels:
@@ -159,16 +154,16 @@ class LCMLPArgs:
 
     def validate(self) -> None:
         self.kernels = _ints(self.kernels, "lc-mlp's kernels")
-        _check(len(self.kernels) >= 1, "lc-mlp needs at least one hidden layer (kernels)")
-        _check(all(k >= 1 for k in self.kernels), f"every kernel must be >= 1, got {list(self.kernels)}")
+        check(len(self.kernels) >= 1, "lc-mlp needs at least one hidden layer (kernels)")
+        check(all(k >= 1 for k in self.kernels), f"every kernel must be >= 1, got {list(self.kernels)}")
         channels = self.channels if isinstance(self.channels, (list, tuple)) else [self.channels] * len(self.kernels)
-        _check(len(channels) == len(self.kernels),
+        check(len(channels) == len(self.kernels),
                f"lc-mlp's channels must be one number or one per kernel ({len(self.kernels)}), got {list(channels)}")
         self.channels = _ints(channels, "lc-mlp's channels")
-        _check(all(c >= 1 for c in self.channels), f"every channel count must be >= 1, got {list(self.channels)}")
+        check(all(c >= 1 for c in self.channels), f"every channel count must be >= 1, got {list(self.channels)}")
         self.stride = _whole(self.stride, "lc-mlp's stride")
-        _check(self.stride >= 1, f"lc-mlp's stride must be >= 1, got {self.stride}")
-        _check(self.padding in ("same", "valid") or (type(self.padding) is int and self.padding >= 0),
+        check(self.stride >= 1, f"lc-mlp's stride must be >= 1, got {self.stride}")
+        check(self.padding in ("same", "valid") or (type(self.padding) is int and self.padding >= 0),
                f"lc-mlp's padding must be 'same', 'valid' or a number >= 0, got {self.padding!r}")
 
 
@@ -191,12 +186,12 @@ class LocallyConnectedMLP:
 
     @staticmethod
     def blocks(args: LCMLPArgs, input_shape: tuple[int, ...], layers: LayerFactory) -> list[nn.Module]:
-        _check(len(input_shape) == 3, f"lc-mlp needs image input (C, H, W), got shape {tuple(input_shape)}")
+        check(len(input_shape) == 3, f"lc-mlp needs image input (C, H, W), got shape {tuple(input_shape)}")
         shape = tuple(input_shape)
         blocks = []
         for i, (k, c_out) in enumerate(zip(args.kernels, args.channels)):
             _, h, w = shape
-            _check(k <= min(h, w), f"lc-mlp layer {i + 1}'s kernel {k} is larger than its {h}x{w} input")
+            check(k <= min(h, w), f"lc-mlp layer {i + 1}'s kernel {k} is larger than its {h}x{w} input")
             layer = layers.local2d(shape, c_out, k, stride=args.stride, padding=args.padding)
             blocks.append(nn.Sequential(layer, nn.ReLU(), nn.Flatten()))
             shape = layer.out_shape
@@ -206,8 +201,6 @@ class LocallyConnectedMLP:
 def build_network(arch: str, input_shape: tuple[int, ...], num_classes: int, arch_args: dict[str, Any],
                   layers: LayerFactory, with_head: bool = True) -> Network:
     """Build architecture ``arch``; ``arch_args`` is checked against its ``Args`` dataclass."""
-    from .base import dataclass_from_dict
-
     spec = ARCHITECTURES.get(arch)
     args = dataclass_from_dict(spec.Args, dict(arch_args), f"{arch} architecture")
     blocks = spec.blocks(args, tuple(input_shape), layers)

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .networks import LayerFactory, _check, _whole
+from .networks import LayerFactory, _whole
+from .typed_config import check
 from .registry import ARCHITECTURES
 
 IMAGENET_STAGES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
@@ -80,11 +81,11 @@ class ResNetArgs:
 
     def validate(self) -> None:
         self.depth = _whole(self.depth, "resnet's depth")
-        _check(self.depth in IMAGENET_STAGES or (self.depth >= 8 and (self.depth - 2) % 6 == 0),
+        check(self.depth in IMAGENET_STAGES or (self.depth >= 8 and (self.depth - 2) % 6 == 0),
                f"resnet's depth must be 18, 34 or 6n+2 (8, 14, 20, 32, ...), got {self.depth}")
         if self.width is not None:
             self.width = _whole(self.width, "resnet's width")
-            _check(self.width >= 1, f"resnet's width must be >= 1, got {self.width}")
+            check(self.width >= 1, f"resnet's width must be >= 1, got {self.width}")
 
     def stages(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """Blocks per stage and channels per stage."""
@@ -103,11 +104,11 @@ class ResNet:
 
     @staticmethod
     def blocks(args: ResNetArgs, input_shape: tuple[int, ...], layers: LayerFactory) -> list[nn.Module]:
-        _check(len(input_shape) == 3, f"resnet needs image input (C, H, W), got shape {tuple(input_shape)}")
+        check(len(input_shape) == 3, f"resnet needs image input (C, H, W), got shape {tuple(input_shape)}")
         counts, channels = args.stages()
         c_in, h, w = input_shape
         side = 2 ** (len(counts) - 1)
-        _check(min(h, w) >= side, f"resnet-{args.depth} halves the image {len(counts) - 1} times, so the input "
+        check(min(h, w) >= side, f"resnet-{args.depth} halves the image {len(counts) - 1} times, so the input "
                                   f"must be at least {side}x{side}, got {h}x{w}")
         blocks: list[nn.Module] = [nn.Sequential(*conv_bn(layers, c_in, channels[0], 3, 1), nn.ReLU())]
         c_in = channels[0]

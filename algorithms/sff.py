@@ -42,7 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import ConfigError, Trainer, TrainerHParams, _check, make_optimizer
+from .base import ConfigError, Trainer, TrainerHParams, make_optimizer
+from .typed_config import check
 from .registry import ALGORITHMS
 
 GRANULARITIES = ("layer", "block")
@@ -56,9 +57,9 @@ class SFFHParams(TrainerHParams):
 
     def validate(self) -> None:
         super().validate()
-        _check(self.granularity in GRANULARITIES,
+        check(self.granularity in GRANULARITIES,
                f"unknown granularity {self.granularity!r}; choose one of: {', '.join(GRANULARITIES)}")
-        _check(isinstance(self.aux_kernel, int) and self.aux_kernel >= 1 and self.aux_kernel % 2 == 1,
+        check(isinstance(self.aux_kernel, int) and self.aux_kernel >= 1 and self.aux_kernel % 2 == 1,
                f"aux_kernel must be an odd whole number >= 1, got {self.aux_kernel!r}")
 
 

@@ -18,7 +18,8 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from .networks import ACTIVATIONS, LayerFactory, _check
+from .networks import ACTIVATIONS, LayerFactory
+from .typed_config import check
 from .registry import ARCHITECTURES
 
 PAD_ID = 0  # padding: excluded from the mean
@@ -53,12 +54,12 @@ class EmbedMLPArgs:
 
     def validate(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)
-        _check(len(self.widths) >= 1, "embed-mlp needs at least one hidden layer (widths)")
-        _check(all(w > 0 for w in self.widths), f"every width must be > 0, got {list(self.widths)}")
-        _check(self.embedding_dim > 0, f"embedding_dim must be > 0, got {self.embedding_dim}")
-        _check(self.vocab_size > UNKNOWN_ID, f"vocab_size must be > {UNKNOWN_ID} (padding and unknown ids), "
+        check(len(self.widths) >= 1, "embed-mlp needs at least one hidden layer (widths)")
+        check(all(w > 0 for w in self.widths), f"every width must be > 0, got {list(self.widths)}")
+        check(self.embedding_dim > 0, f"embedding_dim must be > 0, got {self.embedding_dim}")
+        check(self.vocab_size > UNKNOWN_ID, f"vocab_size must be > {UNKNOWN_ID} (padding and unknown ids), "
                                              f"got {self.vocab_size}")
-        _check(self.activation in ACTIVATIONS,
+        check(self.activation in ACTIVATIONS,
                f"unknown activation {self.activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
 
 
@@ -71,7 +72,7 @@ class EmbedMLP:
 
     @staticmethod
     def blocks(args: EmbedMLPArgs, input_shape: tuple[int, ...], layers: LayerFactory) -> list[nn.Module]:
-        _check(len(input_shape) == 1, f"embed-mlp takes token ids of shape (N, L), got samples of shape "
+        check(len(input_shape) == 1, f"embed-mlp takes token ids of shape (N, L), got samples of shape "
                                       f"{tuple(input_shape)} (a text dataset such as imdb)")
         act = ACTIVATIONS[args.activation]
         sizes = [args.embedding_dim, *args.widths]

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from algorithms import ALGORITHMS, ARCHITECTURES, ConfigError
-from algorithms.base import EXECUTION_HPARAMS, dataclass_from_dict
+from algorithms.base import EXECUTION_HPARAMS
+from algorithms.typed_config import dataclass_from_dict
 
 # Fields that say where things are, not what is computed; they stay out of a run's identity
 # (``save`` only keeps the weights of the same computation).
@@ -226,3 +227,20 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+def run_key(config: dict[str, Any]) -> str:
+    """What a run computes, independent of where: its identity without the device, the data's
+    fingerprint or execution-only settings (``fused``); fields older configs lack count as what they
+    implicitly were (``config.IMPLICIT_DEFAULTS``).
+
+    Tables match the runs a spec asks for with the run folders present by this key, so that a table
+    regenerated on a laptop finds the runs a GPU server made, and folders written before the data's
+    fingerprint entered a run's identity still count (where several folders share a key, tables take
+    the newest with a fingerprint: ``runs.prefer``).
+    """
+    config = with_implicit_defaults(config)
+    identity = {k: v for k, v in config.items() if k not in (*LOCATION_FIELDS, *VERDICT_FIELDS, "device")}
+    if isinstance(identity.get("hparams"), dict):
+        identity["hparams"] = {k: v for k, v in identity["hparams"].items() if k not in EXECUTION_HPARAMS}
+    return json.dumps(identity, sort_keys=True)

@@ -31,11 +31,18 @@ from typing import Any, Callable, Iterator
 
 from algorithms.registry import Registry
 
-from .config import ExperimentConfig
+from .config import ExperimentConfig, run_key
 
 Launcher = Callable[..., Iterator[dict[str, Any]]]
 LAUNCHERS: Registry[Launcher] = Registry("launcher")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def outcome(cfg: ExperimentConfig, status: str, error: str = "", seconds: float = 0.0,
+             run_id: str | None = None) -> dict[str, Any]:
+    """One run's outcome as the sweeps record it (a line of ``sweeps/<spec>_<profile>.jsonl``)."""
+    return {"run_id": run_id or cfg.run_id(), "key": run_key(cfg.to_dict()), "status": status, "error": error,
+            "seconds": seconds, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
 def run_one(config: dict[str, Any], force: bool = False) -> dict[str, Any]:
@@ -43,7 +50,6 @@ def run_one(config: dict[str, Any], force: bool = False) -> dict[str, Any]:
     from algorithms import ConfigError, UnknownNameError
     from .datasets import DatasetCorrupt, DatasetUnavailable
     from .runner import RunDiverged, run_experiment
-    from .sweep import _outcome
 
     cfg = ExperimentConfig.from_dict(config).resolve()
     started = time.perf_counter()
@@ -61,7 +67,7 @@ def run_one(config: dict[str, Any], force: bool = False) -> dict[str, Any]:
         status, error = "failed", f"bad config: {exc}"
     except Exception as exc:  # noqa: BLE001 - recorded, and the sweep goes on
         status, error = "failed", f"{type(exc).__name__}: {exc}"
-    return _outcome(cfg, status, error, time.perf_counter() - started, run_id=run_id)
+    return outcome(cfg, status, error, time.perf_counter() - started, run_id=run_id)
 
 
 @LAUNCHERS.register("local")
@@ -98,8 +104,7 @@ def local(configs: list[ExperimentConfig], jobs: int = 1, force: bool = False) -
         outcome = _outcome_from_log(log_path)
         if outcome is not None:
             return outcome
-        from .sweep import _outcome
-        return _outcome(cfg, "failed", f"the run's process ended with exit code {code}; see {log_path}",
+            return outcome(cfg, "failed", f"the run's process ended with exit code {code}; see {log_path}",
                         time.perf_counter() - started)
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -204,6 +209,6 @@ def _outcome_from_log(log_path: Path) -> dict[str, Any] | None:
 
 
 if __name__ == "__main__":  # the local launcher's worker: the config as JSON on stdin, [--force]
-    outcome = run_one(json.loads(sys.stdin.read()), force="--force" in sys.argv[1:])
-    print(f"{outcome['status']}: {outcome['run_id']} {outcome['error']}".rstrip())
-    print(OUTCOME + json.dumps(outcome, allow_nan=False), flush=True)
+    result = run_one(json.loads(sys.stdin.read()), force="--force" in sys.argv[1:])
+    print(f"{result['status']}: {result['run_id']} {result['error']}".rstrip())
+    print(OUTCOME + json.dumps(result, allow_nan=False), flush=True)

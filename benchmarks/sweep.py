@@ -48,14 +48,13 @@ from __future__ import annotations
 import copy
 import json
 import shlex
-import time
 from pathlib import Path
 from typing import Any, Iterable
 
 from algorithms import ConfigError
-from algorithms.base import EXECUTION_HPARAMS
 
-from .config import LOCATION_FIELDS, VERDICT_FIELDS, ExperimentConfig, with_implicit_defaults
+from .config import ExperimentConfig, run_key
+from .launchers import LAUNCHERS, outcome
 from .runs import append_jsonl, is_done, read_jsonl
 
 SPECS_DIR = Path(__file__).resolve().parent / "specs"
@@ -174,23 +173,6 @@ def expand(spec: dict[str, Any], profile: str, params_file: str | Path | None = 
     return out
 
 
-def run_key(config: dict[str, Any]) -> str:
-    """What a run computes, independent of where: its identity without the device, the data's
-    fingerprint or execution-only settings (``fused``); fields older configs lack count as what they
-    implicitly were (``config.IMPLICIT_DEFAULTS``).
-
-    Tables match the runs a spec asks for with the run folders present by this key, so that a table
-    regenerated on a laptop finds the runs a GPU server made, and folders written before the data's
-    fingerprint entered a run's identity still count (where several folders share a key, tables take
-    the newest with a fingerprint: ``runs.prefer``).
-    """
-    config = with_implicit_defaults(config)
-    identity = {k: v for k, v in config.items() if k not in (*LOCATION_FIELDS, *VERDICT_FIELDS, "device")}
-    if isinstance(identity.get("hparams"), dict):
-        identity["hparams"] = {k: v for k, v in identity["hparams"].items() if k not in EXECUTION_HPARAMS}
-    return json.dumps(identity, sort_keys=True)
-
-
 def status_file(results_root: str | Path, spec_name: str, profile: str) -> Path:
     return Path(results_root) / "sweeps" / f"{spec_name}_{profile}.jsonl"
 
@@ -226,8 +208,6 @@ def run_configs(configs: Iterable[ExperimentConfig], *, dry_run: bool = True, la
     Finished runs are not launched again unless ``force``. Every outcome is appended to
     ``status_path`` as it arrives, so an interrupted sweep keeps what it learned.
     """
-    from .launchers import LAUNCHERS
-
     configs = list(configs)
     resolved = [c.resolve() for c in configs]
     fingerprints = DataFingerprints()
@@ -239,7 +219,7 @@ def run_configs(configs: Iterable[ExperimentConfig], *, dry_run: bool = True, la
         log(f"{len(resolved)} runs, {len(resolved) - len(todo)} finished, {len(todo)} to run "
             f"(add --run to run them)")
         return []
-    outcomes = [_outcome(c, "reused", run_id=c.run_id(fingerprints(c))) for c in resolved if c not in todo]
+    outcomes = [outcome(c, "reused", run_id=c.run_id(fingerprints(c))) for c in resolved if c not in todo]
     for row in outcomes:
         _record(status_path, row)
     log(f"{len(resolved)} runs: {len(outcomes)} finished already, {len(todo)} to run with launcher "
@@ -277,12 +257,6 @@ def run_dir_of(cfg: ExperimentConfig) -> Path:
     """The run folder of ``cfg`` (resolved here) with the data on this machine: its fingerprint included."""
     cfg = cfg.resolve()
     return Path(cfg.results_dir) / cfg.run_id(DataFingerprints()(cfg))
-
-
-def _outcome(cfg: ExperimentConfig, status: str, error: str = "", seconds: float = 0.0,
-             run_id: str | None = None) -> dict[str, Any]:
-    return {"run_id": run_id or cfg.run_id(), "key": run_key(cfg.to_dict()), "status": status, "error": error,
-            "seconds": seconds, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
 def _record(path: str | Path | None, row: dict[str, Any]) -> None:

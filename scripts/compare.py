@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from algorithms import ALGORITHMS  # noqa: E402
-from algorithms.base import ConfigError  # noqa: E402
+from algorithms import ConfigError  # noqa: E402
 from algorithms.registry import UnknownNameError  # noqa: E402
 from benchmarks.config import ExperimentConfig  # noqa: E402
 from benchmarks.datasets import DatasetUnavailable  # noqa: E402

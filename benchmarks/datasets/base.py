@@ -21,8 +21,10 @@ from typing import Callable, Sequence
 
 import torch
 
-from algorithms.base import ConfigError
+from algorithms.typed_config import ConfigError, dataclass_from_dict
 from algorithms.registry import Registry
+
+from .fingerprint import fingerprint_arrays
 
 DATA_DIR_ENV = "BPFREE_DATA_DIR"
 
@@ -110,8 +112,6 @@ def data_args_class(name: str) -> type:
 
 
 def _args(name: str, data_args: dict | None):
-    from algorithms.base import dataclass_from_dict
-
     return dataclass_from_dict(data_args_class(name), dict(data_args or {}), f"dataset {name} setting")
 
 
@@ -135,8 +135,6 @@ def _files_fingerprint(name: str, dirs: list[Path], data_args: dict | None = Non
 
 
 def _arrays_fingerprint(raw: RawDataset) -> str:
-    from .fingerprint import fingerprint_arrays
-
     return fingerprint_arrays({"train_x": raw.train_x, "train_y": raw.train_y, "test_x": raw.test_x,
                                "test_y": raw.test_y}, {"num_classes": raw.num_classes})
 
@@ -177,13 +175,6 @@ def find_file(data_dirs: Sequence[Path], candidates: Sequence[str]) -> Path | No
             if (d / c).exists():
                 return d / c
     return None
-
-
-def cache_dir() -> Path:
-    """Decoded copies of slow-to-read sources (e.g. 60000 JPEGs) go here; never into ../shared."""
-    path = Path(os.environ.get("BPFREE_CACHE_DIR", "data/cache"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def prepare_splits(raw: RawDataset, val_fraction: float, seed: int, device: torch.device | str = "cpu",

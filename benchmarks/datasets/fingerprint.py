@@ -35,9 +35,15 @@ def _stat_key(files: Sequence[tuple[str, Path]], extra: Any) -> str:
     return hashlib.sha256(json.dumps([stats, extra], sort_keys=True).encode()).hexdigest()
 
 
-def _cache_path(key: str) -> Path:
-    from .base import cache_dir
+def cache_dir() -> Path:
+    """Decoded copies of slow-to-read sources (e.g. 60000 JPEGs) and fingerprints go here; never into
+    ../shared."""
+    path = Path(os.environ.get("BPFREE_CACHE_DIR", "data/cache"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
+
+def _cache_path(key: str) -> Path:
     return cache_dir() / "fingerprints" / f"{key[:32]}.txt"
 
 

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from .base import (DATASET_KINDS, DATASETS, FINGERPRINTERS, DatasetCorrupt, DatasetKind, DatasetUnavailable,
-                   NoArgs, RawDataset, cache_dir, find_file)
-from .fingerprint import fingerprint_tree
+                   NoArgs, RawDataset, find_file)
+from .fingerprint import cache_dir, fingerprint_tree
 from .online import download_with_torchvision
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")

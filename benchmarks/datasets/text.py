@@ -38,7 +38,8 @@ import torch
 
 from algorithms.text_models import IMDB_VOCAB_SIZE, PAD_ID, UNKNOWN_ID
 
-from .base import DATASETS, FINGERPRINTERS, DatasetUnavailable, RawDataset, cache_dir, find_file
+from .base import DATASETS, FINGERPRINTERS, DatasetUnavailable, RawDataset, find_file
+from .fingerprint import cache_dir
 from .fingerprint import fingerprint_tree
 from .online import CONNECT_TIMEOUT_S
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from algorithms.base import _check
+from algorithms.typed_config import check
 
 from .base import DATASET_KINDS, DatasetCorrupt, DatasetKind, DatasetUnavailable, RawDataset
 from .fingerprint import fingerprint_files
@@ -37,9 +37,9 @@ class CsvArgs:
     split_seed: int = 0
 
     def validate(self) -> None:
-        _check(bool(self.label), "csv dataset: label must name a column")
-        _check(0 < self.test_fraction < 1, f"csv dataset: test_fraction must be in (0, 1), got {self.test_fraction}")
-        _check(self.split_seed >= 0, f"csv dataset: split_seed must be >= 0, got {self.split_seed}")
+        check(bool(self.label), "csv dataset: label must name a column")
+        check(0 < self.test_fraction < 1, f"csv dataset: test_fraction must be in (0, 1), got {self.test_fraction}")
+        check(self.split_seed >= 0, f"csv dataset: split_seed must be >= 0, got {self.split_seed}")
 
 
 def _files(path: Path, args: CsvArgs) -> tuple[Path, Path | None]:

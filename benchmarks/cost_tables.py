@@ -17,6 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
+from .environment import machine_of
 from .figures import most_complete, runs_with_tag, width_label
 from .reference import PAPER_DATASET, load_reference
 
@@ -49,13 +50,6 @@ def batch_label(run: dict) -> str:
     return "full batch" if n_train is not None and bs >= n_train else f"mini-batch {bs}"
 
 
-def run_device(run: dict) -> str:
-    """The machine a run was timed on: its GPU where it ran on one, else its CPU model."""
-    env = run.get("environment", {})
-    on_gpu = str(env.get("device", "")).startswith("cuda")
-    return (env.get("gpu_model") if on_gpu else None) or env.get("cpu_model") or "?"
-
-
 def table5_rows(runs: Iterable[dict]) -> tuple[list[dict[str, Any]], str]:
     """Mean epoch times of BP and MF, one table per machine: seeds timed on different machines are
     never averaged together (a finished run is reused, so a later seed may come from another one)."""
@@ -64,7 +58,7 @@ def table5_rows(runs: Iterable[dict]) -> tuple[list[dict[str, Any]], str]:
     for r in chosen:
         t = r["summary"].get("measurements", {}).get("epoch_time_mean_s")
         if t is not None:
-            times[(run_device(r), r["config"]["dataset"], batch_label(r), r["config"]["algorithm"])].append(t)
+            times[(machine_of(r), r["config"]["dataset"], batch_label(r), r["config"]["algorithm"])].append(t)
     nets = sorted({width_label(r) + " " + r["config"]["arch"] for r in chosen})
     # the paper's Table 5 is the 2x1000 MLP; other networks are not compared with it
     ref = {} if nets != ["2x1000 mlp"] else {

@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 from .config import ExperimentConfig
+from .environment import machine_of
 
 NOT_MEASURED = "not measured here"  # the energy meter's own words (benchmarks/measure/energy.py)
 ALGO_LABEL = {"bp": "BP", "mf": "MF", "ff": "FF", "fa": "FA", "dfa": "DFA", "cafo-rand": "CaFo-Rand",
@@ -77,7 +78,7 @@ def energy_markdown(spec, profile, rows, used, params_note, figures) -> str:
         title = f"**Energy study (Spyra 2025), paper profile ({desc})**"
     else:
         title = f"**Energy study (Spyra 2025), profile {profile} ({desc})**"
-    devices = sorted({device_of(r) for r in used})
+    devices = sorted({machine_of(r, with_threads=True) for r in used})
     lines = [title, "",
              f"FF, CaFo and MF against BP on the same network and dataset; every algorithm tuned with the same "
              f"Optuna budget on a validation split, then trained with its tuned settings. Measured on "
@@ -142,15 +143,6 @@ def energy_markdown(spec, profile, rows, used, params_note, figures) -> str:
         if r["note"]:
             notes.append(f"{r['network']} {r['dataset']} {ALGO_LABEL.get(r['algorithm'], r['algorithm'])}: {r['note']}")
     return "\n".join(lines) + "\n\n" + "".join(f"- {n}\n" for n in notes)
-
-
-def device_of(run: dict[str, Any]) -> str:
-    env = run.get("environment", {})
-    if env.get("gpu_model") and run["config"].get("device", "").startswith("cuda"):
-        return str(env["gpu_model"])
-    cpu = env.get("cpu_model") or "CPU"
-    threads = env.get("cpu_threads")
-    return f"{cpu} ({threads} threads)" if threads else str(cpu)
 
 
 def _csv_value(value: Any) -> Any:

@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .config import ExperimentConfig
-from .energy_render import NOT_MEASURED, device_of, energy_markdown, rows_to_csv
+from .energy_render import NOT_MEASURED, energy_markdown, rows_to_csv
+from .environment import machine_of
 from .reference import PAPER_DATASET, load_spyra2025
 from .runs import iter_runs, load_run, read_json
 from .sweep import expand, latest_statuses, load_spec, profile_names, run_key, status_file
@@ -187,7 +188,7 @@ def energy_study_table(spec: dict[str, Any], profile: str, runs: Iterable[dict[s
                                                         for r in (mem_runs or done)):
             f["notes"].append("loss=mse: its closed-form sums (float64 (features+1)^2 per block) are not in the "
                               "memory counter")
-        f["devices"] = sorted({device_of(r) for r in done})
+        f["devices"] = sorted({machine_of(r, with_threads=True) for r in done})
         if len(f["devices"]) > 1:
             f["notes"].append(f"seeds ran on different devices ({', '.join(f['devices'])}): time and energy "
                               "not compared with BP")

@@ -90,3 +90,14 @@ def gpu_environment(device: torch.device) -> dict:
         except Exception as exc:  # noqa: BLE001  (no NVML: the GPU's model from torch is still there)
             out["gpu_mig"] = f"unknown (NVML: {type(exc).__name__})"
     return out
+
+
+def machine_of(run: dict, with_threads: bool = False) -> str:
+    """The machine a run folder was measured on: its GPU where it ran on one (``environment.device``),
+    else its CPU model, with the thread count if asked (tables name it beside every figure)."""
+    env = run.get("environment", {})
+    if env.get("gpu_model") and str(env.get("device", "")).startswith("cuda"):
+        return str(env["gpu_model"])
+    cpu = env.get("cpu_model") or "CPU"
+    threads = env.get("cpu_threads")
+    return f"{cpu} ({threads} threads)" if with_threads and threads else str(cpu)

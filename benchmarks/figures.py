@@ -67,14 +67,6 @@ def depth(run: dict) -> int:
         run["config"].get("arch_args", {}).get("channels", ()))
 
 
-def device_of(run: dict) -> str:
-    env = run.get("environment", {})
-    for key in ("gpu_model", "cpu_model"):
-        if env.get(key):
-            return str(env[key])
-    return run["config"].get("device", "?")
-
-
 # -- Figures 1 and 2: memory over training time --------------------------------------------------
 
 def memory_timeline_data(run: dict) -> dict[str, Any]:

@@ -19,7 +19,8 @@ import json
 import statistics
 from typing import Any, Iterable
 
-from .figures import MB, device_of, most_complete, peak_memory_mb
+from .environment import machine_of
+from .figures import MB, most_complete, peak_memory_mb
 
 TIME_TAGS = ("sff", "fg")  # the specs whose runs time epochs (time meter alone) on these networks
 COLUMNS = ("network", "dataset", "algorithm", "batch", "epoch_s", "epoch_n", "epoch_vs_bp", "epoch_runs", "peak_mb",
@@ -112,7 +113,7 @@ def _num(value: float | None, digits: int = 1) -> str:
 
 
 def to_markdown(rows: list[dict[str, Any]], described: str, memory_runs: list[dict]) -> str:
-    devices = ", ".join(sorted({device_of(r) for r in memory_runs})) or "—"
+    devices = ", ".join(sorted({machine_of(r) for r in memory_runs})) or "—"
     methods = "; ".join(sorted({r["memory_method"] for r in rows})) or "—"
     scales = sorted({r["epoch_runs"] for r in rows if r["epoch_runs"]})
     head = ("| network | dataset | algorithm | batch | epoch (s) | epoch ×BP | peak memory (MB) | memory ×BP | "

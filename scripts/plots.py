@@ -28,6 +28,7 @@ from algorithms import ConfigError, UnknownNameError
 from benchmarks import accuracy_tables, cost_tables, figures
 from benchmarks.claims import report as claims_report
 from benchmarks.energy_study import write_energy_study
+from benchmarks.environment import machine_of
 from benchmarks.local_cost import TIME_TAGS, local_cost_rows
 from benchmarks.reference import load_reference
 from benchmarks.runs import is_done, iter_runs, load_run, prefer
@@ -88,7 +89,7 @@ class Picker:
 
 
 def _title(base: str, runs: list[dict], profile: str) -> str:
-    devices = sorted({figures.device_of(r) for r in runs})
+    devices = sorted({machine_of(r) for r in runs})
     return f"{base}\n{profile}; {', '.join(devices)}"
 
 

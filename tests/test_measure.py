@@ -257,3 +257,12 @@ def test_plots_on_a_missing_results_folder_fail_with_one_line(tmp_path, capsys):
 
     assert main(["--results", str(tmp_path / "nope")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_a_run_is_named_by_the_device_it_ran_on():
+    from benchmarks.environment import machine_of
+
+    env = {"cpu_model": "EPYC", "cpu_threads": 2, "gpu_model": "NVIDIA H200"}
+    assert machine_of({"environment": dict(env, device="cuda:0")}) == "NVIDIA H200"
+    assert machine_of({"environment": dict(env, device="cpu")}) == "EPYC"  # a CPU run on a GPU machine
+    assert machine_of({"environment": dict(env, device="cpu")}, with_threads=True) == "EPYC (2 threads)"

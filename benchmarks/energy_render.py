@@ -121,6 +121,12 @@ def energy_markdown(spec, profile, rows, used, params_note, figures) -> str:
                                           "evaluation, with CPU power estimated (TDP table or default watts "
                                           "times load) and RAM power from its size: not a measurement",
         "CodeCarbon, whole run": "CodeCarbon: measured (RAPL/NVML) over the whole run, training and evaluation",
+        "CodeCarbon estimate, training steps": "CodeCarbon estimate, training steps: one CodeCarbon task over each "
+                                               "epoch's training steps (evaluation and epoch 1 left out), with "
+                                               "CPU power estimated (TDP table or default watts times load) and "
+                                               "RAM power from its size: not a measurement",
+        "CodeCarbon, training steps": "CodeCarbon, training steps: measured (RAPL/NVML) over each epoch's "
+                                      "training steps (evaluation and epoch 1 left out)",
         NOT_MEASURED: f"{NOT_MEASURED}: no energy source on the machine of the run (the run says why); no number "
                       "is given",
     }

@@ -23,9 +23,10 @@ Figures, per run, from ``summary.json``:
 * time: ``measurements.train_time_s`` of the ``time`` meter, the wall time of all training epochs
   run (early stopping included; shuffling and evaluation excluded);
 * energy: NVML's energy over the training steps (``energy.nvml.train_steps_energy_j``, GPU board)
-  where the run has it, else CodeCarbon's energy of the whole run (``energy.codecarbon.energy_j``,
-  training and evaluation; flagged as an estimate where CodeCarbon estimated: CPU power from a TDP
-  table times load, RAM power from its size), else "not measured here". No number is ever made up;
+  where the run has it, else CodeCarbon's over the training steps (``energy.codecarbon.train_steps_energy_j``,
+  its tasks) or, for runs made before it had tasks, over the whole run (``energy.codecarbon.energy_j``,
+  training and evaluation); flagged as an estimate where CodeCarbon estimated (CPU power from a TDP
+  table times load, RAM power from its size); else "not measured here". No number is ever made up;
   a difference to BP is given only between figures of the same source;
 * memory: ``measurements.cpu_memory.peak.peak_bytes``, the peak per training step of parameters,
   gradients, optimiser state and the tensors autograd saves for backward (the ``cpu-memory`` meter,
@@ -74,8 +75,11 @@ def energy_of(measurements: dict[str, Any]) -> tuple[float | None, str]:
         nvml = e["nvml"]
         return nvml.get("train_steps_energy_j", nvml["energy_j"]), "NVML, training steps"
     if e.get("codecarbon") and e.get("energy_j") is not None:
-        return e["codecarbon"]["energy_j"], ("CodeCarbon estimate, whole run" if e.get("estimate")
-                                             else "CodeCarbon, whole run")
+        cc = e["codecarbon"]
+        kind = "CodeCarbon estimate" if e.get("estimate") else "CodeCarbon"
+        if cc.get("train_steps_energy_j") is not None:  # its tasks over the training steps (runs since 2026-12)
+            return cc["train_steps_energy_j"], f"{kind}, training steps"
+        return cc["energy_j"], f"{kind}, whole run"
     return None, NOT_MEASURED
 
 

@@ -122,6 +122,12 @@ class RecordingCodeCarbon:
         self.closed = False
         RecordingCodeCarbon.made.append(self)
 
+    def start_epoch(self, epoch):
+        pass
+
+    def end_epoch(self, epoch):
+        return 0.5
+
     def stop(self):
         return {"energy_j": 1.0, "estimate": True, "co2_kg": 0.0}
 
@@ -159,7 +165,7 @@ def test_a_cpu_run_on_a_gpu_host_gives_codecarbon_no_gpu(gpu_host, tmp_path, mon
     meter = start_energy(tmp_path, "cpu", monkeypatch)
     # None would make CodeCarbon add every GPU's idle power (or CUDA_VISIBLE_DEVICES' entries)
     assert RecordingCodeCarbon.made[0].gpu_ids == []
-    assert meter.end_run()["energy"]["source"] == "codecarbon"
+    assert meter.end_run()["energy"]["source"] == "codecarbon, whole run"  # the stub has no tasks
 
 
 # -- NVML fallbacks and what is not measurable ----------------------------------------------------

@@ -181,12 +181,26 @@ def test_codecarbon_energy_is_recorded_with_its_method(tmp_path):
     pytest.importorskip("codecarbon", reason="codecarbon is not installed (optional dependency 'energy')")
     meter = EnergyMeter(use_nvml=False)
     meter.start_run(RunContext(trainer=None, device=torch.device("cpu"), run_dir=tmp_path, config=None))
-    sum(i * i for i in range(200000))
+    started = time.perf_counter()
+    epochs = []
+    for epoch in (1, 2):
+        last_task = time.perf_counter()
+        meter.start_epoch(epoch)
+        sum(i * i for i in range(300000))  # the "training steps"
+        epochs.append(meter.end_epoch(epoch)["codecarbon_train_energy_j"])
+        sum(i * i for i in range(300000))  # the "evaluation": outside the tasks
+    ended = time.perf_counter()
     energy = meter.end_run()["energy"]
     if energy["source"] == NOT_MEASURED:
         pytest.skip(f"CodeCarbon could not measure here: {energy['reason']}")
     cc = energy["codecarbon"]
-    assert energy["source"] == "codecarbon" and energy["energy_j"] == cc["energy_j"] >= 0
+    # training alone: the tasks of the epochs after the first; the whole run, evaluation included, is more
+    assert energy["source"] == "codecarbon, training steps after epoch 1", energy.get("reason")
+    assert energy["energy_j"] == cc["train_steps_energy_j"] == epochs[1] > 0
+    assert cc["train_steps_energy_all_j"] == pytest.approx(sum(epochs)) and cc["first_epoch_energy_j"] == epochs[0]
+    assert cc["energy_j"] > cc["train_steps_energy_all_j"] and cc["train_steps_error"] is None
+    # the whole run's duration, on our clock: CodeCarbon's own restarts with each task
+    assert cc["duration_s"] >= ended - started > ended - last_task
     rapl = Path("/sys/class/powercap/intel-rapl").exists()
     assert cc["method"]["cpu"].startswith("measured" if rapl else "estimated")
     assert energy["estimate"] is True or rapl

@@ -149,3 +149,28 @@ def test_section_3_3_plug_unplug_and_damage_claims_from_the_claims_records(tmp_p
     paper, quick = sorted(damage, key=lambda c: c.protocol)
     assert paper.verdict == "confirmed" and "BP: 9.00 %, retrained 97.50 %" in paper.ours
     assert quick.verdict == "not confirmed" and "disagrees there" in quick.why  # 90.0 below: far under 98.0
+
+
+def energy_claims(tmp_path, source):
+    fields = ["network", "dataset", "algorithm", "status", "n", "note", "trials", "acc_diff_points",
+              "study_acc_diff_points", "time_diff_pct", "study_time_diff_pct", "energy_diff_pct",
+              "study_energy_diff_pct", "energy_source"]
+    path = tmp_path / "tables" / "energy_study.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fields)
+        w.writeheader()
+        w.writerow({"network": "2x1000", "dataset": "mnist", "algorithm": "mf", "status": "completed", "n": "3",
+                    "note": "", "trials": "30", "acc_diff_points": "0.1", "study_acc_diff_points": "0.09",
+                    "time_diff_pct": "-5", "study_time_diff_pct": "-12.1", "energy_diff_pct": "-6",
+                    "study_energy_diff_pct": "-13.3", "energy_source": source})
+    return {c.claim: c for c in all_claims(tmp_path) if c.source == "Spyra 2025"}
+
+
+def test_energy_is_judged_on_training_steps_alone_and_an_estimate_says_so(tmp_path):
+    whole = energy_claims(tmp_path, "CodeCarbon estimate, whole run")["MF vs BP: 2x1000, mnist: energy"]
+    assert whole.verdict == "not measurable here" and "training alone" in whole.why
+    steps = energy_claims(tmp_path, "CodeCarbon estimate, training steps")["MF vs BP: 2x1000, mnist: energy"]
+    assert steps.verdict == "confirmed" and "training steps" in steps.protocol and "estimate" in steps.why
+    measured = energy_claims(tmp_path, "NVML, training steps")["MF vs BP: 2x1000, mnist: energy"]
+    assert measured.verdict == "confirmed" and "estimate" not in measured.why

@@ -9,8 +9,9 @@ records which one gave each figure:
   before Volta, no permission, an unknown NVML error) a thread samples the board's power every
   ``POWER_SAMPLE_S`` and integrates it; the counter's error is recorded. GPU board only.
 * **CodeCarbon** ``OfflineEmissionsTracker`` from the start to the end of the run (training and
-  evaluation, epoch 1 included), every setting passed explicitly, one CSV per run in the run folder
-  (``codecarbon.csv``). Its ``gpu_ids`` are NVML indices: the run's own board, matched by PCI bus id
+  evaluation, epoch 1 included), and one CodeCarbon *task* (``start_task``/``stop_task``) over each
+  epoch's training steps, so that training alone has a figure on a machine without NVML too; every
+  setting passed explicitly, one CSV per run in the run folder (``codecarbon.csv``). Its ``gpu_ids`` are NVML indices: the run's own board, matched by PCI bus id
   (``nvml.locate_gpu``), and none at all for a run on the CPU, so that a CPU run on a GPU host does
   not add the idle power of every GPU. It measures the CPU through RAPL where the kernel exposes
   it; elsewhere it *estimates* CPU power from a TDP table or a default per thread times the CPU
@@ -29,14 +30,17 @@ What is not measurable is said, never booked:
 The figures leave out epoch 1 (CUDA start-up, allocator growth, kernel selection) where there are
 several epochs: ``nvml.train_steps_energy_j`` is the energy of the training steps of the epochs
 after the first, ``train_steps_energy_all_j`` of every epoch, ``first_epoch_energy_j`` of the first,
-``run_energy_j`` from the run's start to its end (evaluation included). The summary's ``energy_j``:
-NVML's steady-state training steps where NVML measured, else CodeCarbon's whole run (flagged
-``estimate`` when it estimated), else ``{"energy_j": null, "source": "not measured here", "reason": ...}``.
+``run_energy_j`` from the run's start to its end (evaluation included); CodeCarbon's block has the same
+``train_steps_*`` fields from its tasks beside its whole-run ``energy_j``. The summary's ``energy_j``:
+NVML's steady-state training steps where NVML measured, else CodeCarbon's (training steps where its
+tasks measured every epoch, else the whole run; flagged ``estimate`` when it estimated), else
+``{"energy_j": null, "source": "not measured here", "reason": ...}``.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +112,30 @@ class CodeCarbonEnergy:
             kwargs.pop("output_methods")
             kwargs.update(save_to_file=True, save_to_api=False, save_to_logger=False, save_to_prometheus=False)
         self.tracker = OfflineEmissionsTracker(**kwargs)
+        self.started = time.perf_counter()  # CodeCarbon's own duration restarts with every task
         self.tracker.start()
         self.stopped = False
+        self.epoch_j: list[float] = []
+        self.task_error: str | None = None  # why some epoch's training steps have no task figure
+
+    def start_epoch(self, epoch: int) -> None:
+        """A CodeCarbon task over this epoch's training steps; evaluation comes after ``end_epoch``."""
+        try:
+            self.tracker.start_task(f"train_epoch_{epoch}")
+        except Exception as exc:  # noqa: BLE001 - the whole-run figure still stands
+            self.task_error = f"start_task failed in epoch {epoch}: {type(exc).__name__}: {exc}"
+
+    def end_epoch(self, epoch: int) -> float | None:
+        """The epoch's training-steps energy in J, or None (and ``task_error``) where the task gave none."""
+        try:
+            data = self.tracker.stop_task()
+        except Exception as exc:  # noqa: BLE001
+            data, self.task_error = None, f"stop_task failed in epoch {epoch}: {type(exc).__name__}: {exc}"
+        if data is None:
+            self.task_error = self.task_error or f"CodeCarbon measured no task in epoch {epoch}"
+            return None
+        self.epoch_j.append(data.energy_consumed * 3.6e6)  # kWh -> J
+        return self.epoch_j[-1]
 
     def stop(self) -> dict[str, Any]:
         self.stopped = True
@@ -117,13 +143,20 @@ class CodeCarbonEnergy:
         data = self.tracker.final_emissions_data
         method = codecarbon_method(self.tracker, self.gpu_ids)
         estimate = any(v.startswith("estimated") for v in method.values())
-        return {"energy_j": data.energy_consumed * 3.6e6,  # kWh -> J
-                "cpu_energy_j": data.cpu_energy * 3.6e6, "gpu_energy_j": data.gpu_energy * 3.6e6,
-                "ram_energy_j": data.ram_energy * 3.6e6, "co2_kg": data.emissions,
-                "country_iso_code": data.country_iso_code, "duration_s": data.duration,
-                "method": method, "estimate": estimate, "codecarbon_version": data.codecarbon_version,
-                "file": CODECARBON_FILE, "includes_first_epoch": True,
-                "settings": {k: v for k, v in self.settings.items() if k not in ("output_dir",)}}
+        out = {"energy_j": data.energy_consumed * 3.6e6,  # kWh -> J
+               "cpu_energy_j": data.cpu_energy * 3.6e6, "gpu_energy_j": data.gpu_energy * 3.6e6,
+               "ram_energy_j": data.ram_energy * 3.6e6, "co2_kg": data.emissions,
+               "country_iso_code": data.country_iso_code, "duration_s": time.perf_counter() - self.started,
+               "method": method, "estimate": estimate, "codecarbon_version": data.codecarbon_version,
+               "file": CODECARBON_FILE, "includes_first_epoch": True,
+               "settings": {k: v for k, v in self.settings.items() if k not in ("output_dir",)}}
+        complete = bool(self.epoch_j) and self.task_error is None
+        steady, excluded = steady_state(self.epoch_j) if complete else ([], False)
+        out.update(train_steps_energy_j=sum(steady) if complete else None,
+                   train_steps_energy_all_j=sum(self.epoch_j) if complete else None,
+                   first_epoch_energy_j=self.epoch_j[0] if complete else None,
+                   excludes_first_epoch=excluded, train_steps_error=self.task_error)
+        return out
 
     def close(self) -> None:
         """Stop the tracker's scheduler thread if ``stop`` was never reached (a failed run)."""
@@ -224,18 +257,23 @@ class EnergyMeter(Meter):
                 self.shared_check = "compute processes listed at the run's start and every epoch's end"
 
     def start_epoch(self, epoch: int) -> None:
+        synchronize(self.ctx.device)
         if self.nvml is not None:
-            synchronize(self.ctx.device)
             self.epoch_start = self.nvml.read()
+        if self.codecarbon is not None:
+            self.codecarbon.start_epoch(epoch)
 
     def end_epoch(self, epoch: int) -> dict:
-        if self.nvml is None:
-            return {}
         synchronize(self.ctx.device)
-        joules = self.nvml.read() - self.epoch_start
-        self.epoch_j.append(joules)
-        self._look_for_other_processes()
-        return {"gpu_energy_j": joules}
+        row = {}
+        if self.codecarbon is not None:
+            row["codecarbon_train_energy_j"] = self.codecarbon.end_epoch(epoch)
+        if self.nvml is not None:
+            joules = self.nvml.read() - self.epoch_start
+            self.epoch_j.append(joules)
+            self._look_for_other_processes()
+            row["gpu_energy_j"] = joules
+        return row
 
     def end_run(self) -> dict:
         out: dict[str, Any] = {}
@@ -281,11 +319,12 @@ class EnergyMeter(Meter):
             "synchronised at each reading, per epoch over the training steps and for the whole run; power sampled "
             f"every {POWER_SAMPLE_S} s and integrated where the counter fails; not measured on a MIG slice; "
             "figures of a board shared with other processes kept apart (nvml_shared) and not used; "
-            "train_steps_energy_j leaves out epoch 1 when there are several. Whole run (training and evaluation): "
-            f"CodeCarbon OfflineEmissionsTracker, settings explicit, gpu_ids = the run's NVML index (none on the "
-            f"CPU), measure_power_secs={CODECARBON_POWER_S}, tracking_mode=process, file {CODECARBON_FILE}; its CPU "
-            "figure is an estimate where RAPL is missing. summary.energy.source says which gave energy_j; "
-            "'not measured here' when none could")}
+            "train_steps_energy_j leaves out epoch 1 when there are several. CodeCarbon OfflineEmissionsTracker "
+            "over the whole run (training and evaluation) and one CodeCarbon task over each epoch's training "
+            f"steps (train_steps_energy_j, epoch 1 left out likewise), settings explicit, gpu_ids = the run's NVML "
+            f"index (none on the CPU), measure_power_secs={CODECARBON_POWER_S}, tracking_mode=process, file "
+            f"{CODECARBON_FILE}; its CPU figure is an estimate where RAPL is missing. summary.energy.source says "
+            "which gave energy_j; 'not measured here' when none could")}
 
 
 def summarise_energy(parts: dict[str, Any], reasons: dict[str, str]) -> dict[str, Any]:
@@ -297,7 +336,11 @@ def summarise_energy(parts: dict[str, Any], reasons: dict[str, str]) -> dict[str
         out.update(energy_j=nv["energy_j"], source=f"nvml ({nv['method']}), GPU only, {steps}", estimate=False)
     elif "codecarbon" in parts:
         cc = parts["codecarbon"]
-        out.update(energy_j=cc["energy_j"], source="codecarbon", estimate=cc["estimate"])
+        if cc.get("train_steps_energy_j") is not None:
+            steps = "training steps after epoch 1" if cc.get("excludes_first_epoch") else "training steps"
+            out.update(energy_j=cc["train_steps_energy_j"], source=f"codecarbon, {steps}", estimate=cc["estimate"])
+        else:
+            out.update(energy_j=cc["energy_j"], source="codecarbon, whole run", estimate=cc["estimate"])
     else:
         out.update(energy_j=None, source=NOT_MEASURED, estimate=None)
     if "codecarbon" in parts:

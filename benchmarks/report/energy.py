@@ -38,8 +38,14 @@ def energy_study(tables_dir: Path) -> list[Claim]:
                 continue
             same_sign = ours is not None and (ours >= 0) == (study >= 0)
             verdict = "confirmed" if same_sign and profile == "paper" else "not confirmed"
+            why = why or ("" if same_sign else "the difference has the other sign")
+            protocol = f"{profile} profile"
+            if what == "energy":  # training steps alone, as the study measured; say whose figure it is
+                protocol += f", {r.get('energy_source')}"
+                if "estimate" in (r.get("energy_source") or ""):
+                    why = "; ".join(filter(None, [why, "CodeCarbon's estimate (CPU power from TDP times load, RAM "
+                                                       "from its size), not a measurement"]))
             out.append(Claim("Spyra 2025", f"{label}: {what}", f"{study:+.2f}{unit}",
-                             "—" if ours is None else f"{ours:+.2f}{unit}", f"{profile} profile", r["n"], verdict,
-                             why or ("" if same_sign else "the difference has the other sign"),
+                             "—" if ours is None else f"{ours:+.2f}{unit}", protocol, r["n"], verdict, why,
                              ["tables/energy_study.md"]))
     return out

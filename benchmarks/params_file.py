@@ -6,6 +6,7 @@ settings on a machine without Optuna (e.g. a lent GPU machine).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,34 @@ def load_params_file(path: str | Path) -> dict[str, dict[str, Any]]:
     if not isinstance(values, dict) or not all(isinstance(v, dict) for v in values.values()):
         raise ConfigError(f"params file {path} must map '<algorithm>/<dataset>/<label>' to config fields")
     return values
+
+
+def check_entry_current(key: str, entry: dict[str, Any], path: str | Path) -> None:
+    """Refuse a tuned entry that predates some of its algorithm's hyperparameters (``ConfigError``).
+
+    The tuner writes an entry resolved: every hyperparameter of the trainer it tuned, the common ones
+    (``TrainerHParams``: optimizer, lr, ...) included. Such an entry that lacks a field the trainer has
+    today was tuned before that field existed, under whatever its default replaced (e.g. FF's threshold
+    tuned for unit-length inputs, then applied to RMS-normalised ones), and would be applied to a
+    different algorithm without a word. A hand-written entry that names only some common fields (say
+    ``{"hparams": {"lr": 5e-4}}``) means today's defaults for the rest and is taken as it is.
+    Execution-only settings (``EXECUTION_HPARAMS``, which change no result) do not count."""
+    from algorithms import ALGORITHMS, UnknownNameError
+    from algorithms.base import EXECUTION_HPARAMS, TrainerHParams
+
+    try:
+        hparams_class = ALGORITHMS.get(key.split("/", 1)[0]).HParams
+    except UnknownNameError:
+        return  # the config's own validation names the unknown algorithm
+    named = set(entry.get("hparams") or {})
+    common = {f.name for f in dataclasses.fields(TrainerHParams)} - set(EXECUTION_HPARAMS)
+    if not common <= named:
+        return  # not written resolved: a hand-written entry
+    missing = sorted(f.name for f in dataclasses.fields(hparams_class)
+                     if f.name not in named and f.name not in EXECUTION_HPARAMS)
+    if missing:
+        raise ConfigError(f"params file {path}: entry {key} was tuned before its algorithm had "
+                          f"{', '.join(missing)}; tune it again (scripts/sweep.py <spec> --tune N) or remove it")
 
 
 def describe_tuning(path: str | Path, study_suffix: str, cells: int) -> str:

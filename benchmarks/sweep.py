@@ -134,7 +134,8 @@ def expand(spec: dict[str, Any], profile: str, params_file: str | Path | None = 
     """Every run of ``spec`` under ``profile``, grouped as in the spec: ``[(group, configs)]``.
 
     ``params_file`` (or the spec's own ``params_file``) supplies tuned settings by the key
-    ``<algorithm>/<dataset>/<group label>``; a run with no entry keeps the spec's settings.
+    ``<algorithm>/<dataset>/<group label>``; a run with no entry keeps the spec's settings. An entry
+    tuned before its algorithm gained a hyperparameter is refused (``params_file.check_entry_current``).
     """
     if profile not in spec["profiles"]:
         raise ConfigError(f"unknown profile {profile!r} for spec {spec['name']}; "
@@ -147,7 +148,7 @@ def expand(spec: dict[str, Any], profile: str, params_file: str | Path | None = 
     params_file = params_file or profile_params or spec.get("params_file")
     tuned: dict[str, Any] = {}
     if params_file:
-        from .params_file import load_params_file
+        from .params_file import check_entry_current, load_params_file
         tuned = load_params_file(params_file)
     location = {k: v for k, v in (("results_dir", results_dir), ("data_dirs", data_dirs)) if v is not None}
     out = []
@@ -158,11 +159,14 @@ def expand(spec: dict[str, Any], profile: str, params_file: str | Path | None = 
         configs = []
         for dataset in group["datasets"]:
             for algorithm in group["algorithms"]:
+                entry = tuned.get(f"{algorithm}/{dataset}/{label}")
+                if entry is not None:
+                    check_entry_current(f"{algorithm}/{dataset}/{label}", entry, params_file)
                 for seed in seeds:
                     values = merge({"tag": spec["name"], "measure": spec.get("measure", ["time"])},
                                    spec.get("base"), prof, group.get("config"), network,
                                    group.get("per_profile", {}).get(profile),
-                                   tuned.get(f"{algorithm}/{dataset}/{label}"),
+                                   entry,
                                    spec.get("algorithm_overrides", {}).get(algorithm),
                                    group.get("algorithm_overrides", {}).get(algorithm),
                                    profile_overrides.get(algorithm),

@@ -175,3 +175,27 @@ def test_cli_bad_input_exit_2(args, fragment):
     proc = sweep_cli(*args)
     assert proc.returncode == 2 and proc.stderr.startswith(fragment), proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_params_entry_tuned_before_its_algorithm_gained_a_hyperparameter_is_refused(tmp_path):
+    """FF's threshold tuned for unit-length inputs must not be applied to RMS-normalised ones silently."""
+    import dataclasses
+
+    from algorithms import ALGORITHMS
+    from benchmarks.params_file import check_entry_current
+
+    fields = {f.name: f.default for f in dataclasses.fields(ALGORITHMS.get("ff").HParams)}
+    current = {"batch_size": 64, "hparams": {k: v for k, v in fields.items() if k != "fused"}}
+    check_entry_current("ff/mnist/3x1000", current, tmp_path / "p.json")  # every field named: fine
+    check_entry_current("ff/mnist/3x1000", {"hparams": {"lr": 1e-3}}, tmp_path / "p.json")  # by hand: today's rest
+    old = {"batch_size": 64, "hparams": {k: v for k, v in current["hparams"].items()
+                                         if k not in ("normalisation", "cooldown")}}
+    with pytest.raises(ConfigError, match=r"ff/mnist/3x1000 was tuned before its algorithm had cooldown, normalisation"):
+        check_entry_current("ff/mnist/3x1000", old, tmp_path / "p.json")
+    spec = {"name": "s", "profiles": {"quick": {"seeds": [0]}}, "groups": [
+        {"label": "3x1000", "arch": "mlp", "arch_args": {"widths": [8]}, "datasets": ["mnist"],
+         "algorithms": ["ff"]}]}
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps({"ff/mnist/3x1000": old}))
+    with pytest.raises(ConfigError, match="tune it again"):
+        expand(spec, "quick", params_file=params)

@@ -44,7 +44,7 @@ from .config import ExperimentConfig
 from .energy_render import NOT_MEASURED, energy_markdown, rows_to_csv
 from .environment import machine_of
 from .reference import PAPER_DATASET, load_spyra2025
-from .runs import iter_runs, load_run, read_json
+from .runs import iter_runs, load_run, prefer, read_json
 from .sweep import expand, latest_statuses, load_spec, profile_names, run_key, status_file
 
 SPEC = "energy_study"
@@ -133,7 +133,8 @@ def energy_study_table(spec: dict[str, Any], profile: str, runs: Iterable[dict[s
     groups, params_note = _expand(spec, profile, params_file)
     reference = load_spyra2025() if reference is None else reference
     tuning = tuning or {}
-    by_key = {config_key(r["config"]): r for r in runs if r["config"].get("tag") == spec["name"]}
+    # several folders of one run (e.g. made again after the code changed): the newest finished one
+    by_key = prefer((r for r in runs if r["config"].get("tag") == spec["name"]), lambda r: config_key(r["config"]))
 
     cells: dict[tuple[str, str, str], dict[str, Any]] = {}
     for group, configs in groups:

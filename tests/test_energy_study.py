@@ -247,3 +247,16 @@ def test_tune_spec_gives_every_cell_the_same_budget(tmp_path, monkeypatch):
                         "--datasets", "digits", "--params-file", str(tmp_path / "params.json")]) == 0
     again = tune_spec(spec, "quick", 2, studies_dir=studies, log=lambda _: None, datasets={"digits"})
     assert [o["finished"] for o in again] == [2, 2]
+
+
+def test_the_newest_finished_folder_of_a_run_wins_whatever_the_folder_order():
+    spec = load_spec(FIXTURE / "spec.yaml")
+    runs = [load_run(d) for d in iter_runs(FIXTURE / "runs")]
+    statuses = latest_statuses(status_file(FIXTURE, "energy_study", "quick"))
+    original = energy_study_table(spec, "quick", runs, statuses, params_file=FIXTURE / "params.json")
+    bp = next(r for r in runs if r["config"]["algorithm"] == "bp")
+    summary = {**bp["summary"], "measurements": {**bp["summary"]["measurements"], "train_time_s": 1e6}}
+    older = {**bp, "run_dir": bp["run_dir"] + "_older", "finished_at": "2000-01-01T00:00:00Z", "summary": summary}
+    runs = [{**r, "finished_at": "2026-12-02T00:00:00Z"} if r is bp else r for r in runs]
+    for order in ([older, *runs], [*runs, older]):
+        assert energy_study_table(spec, "quick", order, statuses, params_file=FIXTURE / "params.json") == original

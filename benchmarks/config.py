@@ -28,8 +28,14 @@ LOCATION_FIELDS = ("data_dirs", "results_dir", "quiet", "save")
 # table matches a run made before a field existed as if it had been written with this value.
 IMPLICIT_DEFAULTS: dict[str, Any] = {"precision": "fp32", "data_args": {}}
 # The same for an algorithm's hyperparameters: FF before loeweX's recipe normalised to unit length,
-# took the mean of squares minus the threshold, and had no cooldown.
-IMPLICIT_HPARAMS: dict[str, dict[str, Any]] = {"ff": {"normalisation": "unit", "logit": "mean", "cooldown": False}}
+# took the mean of squares minus the threshold, and had no cooldown; DFA before its lr_decay kept its
+# learning rate constant.
+IMPLICIT_HPARAMS: dict[str, dict[str, Any]] = {"ff": {"normalisation": "unit", "logit": "mean", "cooldown": False},
+                                               "dfa": {"lr_decay": 1.0}}
+# Hyperparameters added after runs had been made at what is now their default: at that value they stay
+# out of a run's id, so that the folders made before them keep being reused (FF's recipe changed its
+# defaults, so its old runs are not the same runs and are not listed here).
+ID_NEUTRAL_HPARAMS: dict[str, dict[str, Any]] = {"dfa": {"lr_decay": 1.0}}
 # Fields that judge a run (when it counts as diverged, benchmarks/divergence.py), not what it computes.
 VERDICT_FIELDS = ("diverge_loss_factor", "chance_epochs", "chance_margin")
 SAVE_CHOICES = ("none", "best", "final")  # checkpoint in the run folder: none, the selected epoch's, the last
@@ -128,7 +134,9 @@ class ExperimentConfig:
         d = dataclasses.asdict(self)
         for key in (*LOCATION_FIELDS, *VERDICT_FIELDS):
             d.pop(key)
-        d["hparams"] = {k: v for k, v in d["hparams"].items() if k not in EXECUTION_HPARAMS}
+        neutral = ID_NEUTRAL_HPARAMS.get(self.algorithm, {})
+        d["hparams"] = {k: v for k, v in d["hparams"].items()
+                        if k not in EXECUTION_HPARAMS and not (k in neutral and neutral[k] == v)}
         return d
 
     def run_id(self, fingerprint: str | None = None) -> str:

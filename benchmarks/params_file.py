@@ -38,7 +38,9 @@ def check_entry_current(key: str, entry: dict[str, Any], path: str | Path) -> No
     today was tuned before that field existed, under whatever its default replaced (e.g. FF's threshold
     tuned for unit-length inputs, then applied to RMS-normalised ones), and would be applied to a
     different algorithm without a word. A hand-written entry that names only some common fields (say
-    ``{"hparams": {"lr": 5e-4}}``) means today's defaults for the rest and is taken as it is.
+    ``{"hparams": {"lr": 5e-4}}``) means today's defaults for the rest and is taken as it is. A field
+    whose value before it existed (``config.IMPLICIT_HPARAMS``) is its default today changes nothing
+    (DFA's ``lr_decay`` 1) and is not missing.
     Execution-only settings (``EXECUTION_HPARAMS``, which change no result) do not count."""
     from algorithms import ALGORITHMS, UnknownNameError
     from algorithms.base import EXECUTION_HPARAMS, TrainerHParams
@@ -51,8 +53,11 @@ def check_entry_current(key: str, entry: dict[str, Any], path: str | Path) -> No
     common = {f.name for f in dataclasses.fields(TrainerHParams)} - set(EXECUTION_HPARAMS)
     if not common <= named:
         return  # not written resolved: a hand-written entry
+    from .config import IMPLICIT_HPARAMS
+    implicit = IMPLICIT_HPARAMS.get(key.split("/", 1)[0], {})
     missing = sorted(f.name for f in dataclasses.fields(hparams_class)
-                     if f.name not in named and f.name not in EXECUTION_HPARAMS)
+                     if f.name not in named and f.name not in EXECUTION_HPARAMS
+                     and not (f.name in implicit and implicit[f.name] == f.default))
     if missing:
         raise ConfigError(f"params file {path}: entry {key} was tuned before its algorithm had "
                           f"{', '.join(missing)}; tune it again (scripts/sweep.py <spec> --tune N) or remove it")

@@ -129,6 +129,12 @@ def test_run_key_counts_older_configs_as_what_they_were():
     assert run_key(dict(new, precision="bf16")) != run_key(old)
     assert with_implicit_defaults(old)["precision"] == "fp32"
     assert run_key(dict(new, hparams=dict(new["hparams"], fused=False))) == run_key(new)
+    dfa = ExperimentConfig(algorithm="dfa").resolve().to_dict()  # DFA's lr was constant before lr_decay
+    assert run_key(dict(dfa, hparams={k: v for k, v in dfa["hparams"].items() if k != "lr_decay"})) == run_key(dfa)
+    assert run_key(dict(dfa, hparams=dict(dfa["hparams"], lr_decay=0.9))) != run_key(dfa)
+    # and its runs keep their ids, so that the folders made before lr_decay are reused
+    assert "lr_decay" not in ExperimentConfig(algorithm="dfa").resolve().identity()["hparams"]
+    assert ExperimentConfig(algorithm="dfa", hparams={"lr_decay": 0.9}).resolve().identity()["hparams"]["lr_decay"] == 0.9
 
 
 def test_tables_prefer_the_newest_folder_with_a_fingerprint():

@@ -192,6 +192,10 @@ def test_a_params_entry_tuned_before_its_algorithm_gained_a_hyperparameter_is_re
                                          if k not in ("normalisation", "cooldown")}}
     with pytest.raises(ConfigError, match=r"ff/mnist/3x1000 was tuned before its algorithm had cooldown, normalisation"):
         check_entry_current("ff/mnist/3x1000", old, tmp_path / "p.json")
+    # DFA's lr_decay was constant (1) before it existed, as its default is now: an entry without it is current
+    dfa = {f.name: f.default for f in dataclasses.fields(ALGORITHMS.get("dfa").HParams)}
+    check_entry_current("dfa/mnist/2x1000", {"hparams": {k: v for k, v in dfa.items()
+                                                         if k not in ("fused", "lr_decay")}}, tmp_path / "p.json")
     spec = {"name": "s", "profiles": {"quick": {"seeds": [0]}}, "groups": [
         {"label": "3x1000", "arch": "mlp", "arch_args": {"widths": [8]}, "datasets": ["mnist"],
          "algorithms": ["ff"]}]}

@@ -133,6 +133,23 @@ def test_tune_writes_runs_csv_and_params_file_and_resumes(tmp_path):
              params_file=None, log=quiet_log)
 
 
+def test_a_study_whose_search_space_changed_is_refused(tmp_path, monkeypatch):
+    """Trials that searched an older space must not count towards today's budget, nor win it."""
+    from algorithms.search_spaces import SEARCH_SPACES
+
+    base = base_config(algorithm="bp", epochs=1)
+    first = tune(base, 1, studies_dir=tmp_path, params_file=None, pruner="none", log=quiet_log)
+
+    def wider(trial, cfg):
+        out = common_space(trial, cfg)
+        out["hparams"]["weight_decay"] = trial.suggest_float("weight_decay", 0.0, 1e-3)
+        return out
+
+    monkeypatch.setitem(SEARCH_SPACES._entries, "bp", wider)
+    with pytest.raises(TuningError, match=r"bp has since gained weight_decay; move that study's journal aside"):
+        tune(base, 2, studies_dir=tmp_path, study_name=first.study.study_name, params_file=None, log=quiet_log)
+
+
 def test_pruning_prunes(tmp_path):
     impossible = optuna.pruners.ThresholdPruner(lower=101.0)  # accuracy in % never reaches it
     outcome = tune(base_config(epochs=3), 2, studies_dir=tmp_path, pruner=impossible,

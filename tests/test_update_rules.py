@@ -96,6 +96,20 @@ def test_dfa_hidden_layers_receive_projected_output_error():
         torch.testing.assert_close(got[k], want[k], msg=k)
 
 
+def test_dfa_lr_decay_scales_the_step_of_epoch_e_by_decay_to_the_e():
+    """Epoch 2 (0-based) of lr_decay 0.5 moves every weight by a quarter of the same step at epoch 0."""
+    x, y = batch()
+    steps = {}
+    for epoch in (0, 2):
+        t = make("dfa", [4, 5], lr_decay=0.5)
+        t.start_epoch(epoch, 10)
+        steps[epoch] = step_grads(t, x, y)  # -(change)/LR
+    for k in steps[0]:
+        torch.testing.assert_close(steps[2][k], steps[0][k] * 0.25, msg=k)
+    with pytest.raises(ConfigError, match="lr_decay must be in"):
+        make("dfa", [4], lr_decay=1.5)
+
+
 def mf_reference(t, x, y):
     want, inp = {}, x
     for i, block in enumerate(t.net.blocks):

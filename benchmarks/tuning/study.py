@@ -120,6 +120,24 @@ def default_params(base: ExperimentConfig) -> dict[str, Any]:
     return out
 
 
+def _refuse_changed_space(study_name: str, trials: list, base: ExperimentConfig) -> None:
+    """A study resumed after its algorithm's search space changed would rank trials that searched the
+    old space beside new ones and count them towards the budget: refuse it (``TuningError``)."""
+    searched = {name for t in trials if t.state in FINISHED for name in t.params}
+    recorder = _Recorder()
+    try:
+        search_space(base.algorithm)[0](recorder, base.to_dict())
+    except Exception:  # a space that computes with its values: its parameters cannot be listed
+        return
+    if searched and searched != set(recorder.dists):
+        added, dropped = sorted(set(recorder.dists) - searched), sorted(searched - set(recorder.dists))
+        change = "; ".join(part for part in (f"gained {', '.join(added)}" * bool(added),
+                                             f"lost {', '.join(dropped)}" * bool(dropped)) if part)
+        raise TuningError(f"study {study_name!r} searched {', '.join(sorted(searched))}, but the search space of "
+                          f"{base.algorithm} has since {change}; move that study's journal aside or use another "
+                          "study name")
+
+
 def _flat_attrs(prefix: str, value: Any) -> dict[str, Any]:
     """Nested measurement dicts become ``a.b`` keys so that the CSV gets one column each."""
     if isinstance(value, dict):
@@ -265,6 +283,7 @@ def tune(base: ExperimentConfig, trials: int, *, study_name: str | None = None, 
         raise TuningError(f"study {study_name!r} was created for a different base config (differs in "
                           f"{', '.join(changed)}); use another --study name or the original settings")
 
+    _refuse_changed_space(study_name, existing, base)
     if not existing:  # a new study starts from the algorithm's defaults
         study.enqueue_trial(default_params(base), user_attrs={"origin": "defaults"}, skip_if_exists=True)
 

@@ -150,6 +150,19 @@ def test_a_study_whose_search_space_changed_is_refused(tmp_path, monkeypatch):
         tune(base, 2, studies_dir=tmp_path, study_name=first.study.study_name, params_file=None, log=quiet_log)
 
 
+def test_a_study_resumes_when_its_record_predates_a_field_that_changes_nothing():
+    """Studies recorded before the verdict fields or DFA's lr_decay existed are the same study today
+    (make reproduce-table3 PROFILE=paper resumes the committed journals); a real difference is not."""
+    from benchmarks.tuning.study import _base_identity, _changed_base_fields
+
+    today = _base_identity(base_config(algorithm="dfa"))
+    old = {k: v for k, v in today.items() if k not in ("chance_epochs", "chance_margin", "diverge_loss_factor")}
+    old["hparams"] = {k: v for k, v in today["hparams"].items() if k != "lr_decay"}
+    assert _changed_base_fields(old, today) == []
+    assert _changed_base_fields(dict(old, epochs=99), today) == ["epochs"]
+    assert _changed_base_fields(dict(old, hparams=dict(old["hparams"], lr_decay=0.9)), today) == ["hparams"]
+
+
 def test_pruning_prunes(tmp_path):
     impossible = optuna.pruners.ThresholdPruner(lower=101.0)  # accuracy in % never reaches it
     outcome = tune(base_config(epochs=3), 2, studies_dir=tmp_path, pruner=impossible,

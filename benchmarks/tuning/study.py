@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 from algorithms import ConfigError
 from algorithms.search_spaces import search_space
 
-from ..config import LOCATION_FIELDS, ExperimentConfig
+from ..config import LOCATION_FIELDS, VERDICT_FIELDS, ExperimentConfig, with_implicit_defaults
 from ..runner import RunDiverged, run_experiment
 from ..runs import read_json, write_json
 from ..sweep import run_dir_of
@@ -217,6 +217,16 @@ def _base_identity(base: ExperimentConfig) -> dict[str, Any]:
     return d
 
 
+def _changed_base_fields(recorded: dict[str, Any], identity: dict[str, Any]) -> list[str]:
+    """The fields in which a study's recorded base config and today's differ. A field the study predates
+    counts as what it implicitly was (``config.with_implicit_defaults``: DFA's constant ``lr_decay``);
+    one that only judges a run (``VERDICT_FIELDS``, added after the first studies) counts as today's."""
+    recorded = with_implicit_defaults({k: v for k, v in recorded.items()})
+    recorded.update({k: identity.get(k) for k in VERDICT_FIELDS if k not in recorded})
+    identity = json.loads(json.dumps(identity))
+    return sorted(k for k in set(recorded) | set(identity) if recorded.get(k) != identity.get(k))
+
+
 def sampler_seed(seed: int, worker_id: int, existing_trials: int) -> int:
     """One seed per (tuning seed, worker, point of resumption): a resumed study or a second worker
     must not replay the random start-up samples of the first."""
@@ -278,8 +288,7 @@ def tune(base: ExperimentConfig, trials: int, *, study_name: str | None = None, 
     if recorded is None:
         study.set_user_attr("base_config", identity)
         study.set_user_attr("params_key", params_key(base, label))
-    elif recorded != json.loads(json.dumps(identity)):
-        changed = sorted(k for k in set(recorded) | set(identity) if recorded.get(k) != identity.get(k))
+    elif changed := _changed_base_fields(recorded, identity):
         raise TuningError(f"study {study_name!r} was created for a different base config (differs in "
                           f"{', '.join(changed)}); use another --study name or the original settings")
 

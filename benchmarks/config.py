@@ -35,7 +35,7 @@ IMPLICIT_HPARAMS: dict[str, dict[str, Any]] = {"ff": {"normalisation": "unit", "
 # Hyperparameters added after runs had been made at what is now their default: at that value they stay
 # out of a run's id, so that the folders made before them keep being reused (FF's recipe changed its
 # defaults, so its old runs are not the same runs and are not listed here).
-ID_NEUTRAL_HPARAMS: dict[str, dict[str, Any]] = {"dfa": {"lr_decay": 1.0}}
+ID_NEUTRAL_HPARAMS: dict[str, dict[str, Any]] = {"dfa": IMPLICIT_HPARAMS["dfa"]}
 # Fields that judge a run (when it counts as diverged, benchmarks/divergence.py), not what it computes.
 VERDICT_FIELDS = ("diverge_loss_factor", "chance_epochs", "chance_margin")
 SAVE_CHOICES = ("none", "best", "final")  # checkpoint in the run folder: none, the selected epoch's, the last

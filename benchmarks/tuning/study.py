@@ -131,8 +131,8 @@ def _refuse_changed_space(study_name: str, trials: list, base: ExperimentConfig)
         return
     if searched and searched != set(recorder.dists):
         added, dropped = sorted(set(recorder.dists) - searched), sorted(searched - set(recorder.dists))
-        change = "; ".join(part for part in (f"gained {', '.join(added)}" * bool(added),
-                                             f"lost {', '.join(dropped)}" * bool(dropped)) if part)
+        change = "; ".join([f"gained {', '.join(added)}"] * bool(added)
+                           + [f"lost {', '.join(dropped)}"] * bool(dropped))
         raise TuningError(f"study {study_name!r} searched {', '.join(sorted(searched))}, but the search space of "
                           f"{base.algorithm} has since {change}; move that study's journal aside or use another "
                           "study name")
@@ -221,7 +221,7 @@ def _changed_base_fields(recorded: dict[str, Any], identity: dict[str, Any]) -> 
     """The fields in which a study's recorded base config and today's differ. A field the study predates
     counts as what it implicitly was (``config.with_implicit_defaults``: DFA's constant ``lr_decay``);
     one that only judges a run (``VERDICT_FIELDS``, added after the first studies) counts as today's."""
-    recorded = with_implicit_defaults({k: v for k, v in recorded.items()})
+    recorded = with_implicit_defaults(recorded)  # a new dict: the study's record is not changed
     recorded.update({k: identity.get(k) for k in VERDICT_FIELDS if k not in recorded})
     identity = json.loads(json.dumps(identity))
     return sorted(k for k in set(recorded) | set(identity) if recorded.get(k) != identity.get(k))

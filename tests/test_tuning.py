@@ -163,6 +163,26 @@ def test_a_study_resumes_when_its_record_predates_a_field_that_changes_nothing()
     assert _changed_base_fields(dict(old, hparams=dict(old["hparams"], lr_decay=0.9)), today) == ["hparams"]
 
 
+def test_a_new_study_tries_the_params_entry_it_replaces_after_the_defaults(tmp_path):
+    """Tuning again in a larger space never ends worse on validation than the settings it replaces."""
+    from benchmarks.tuning.study import previous_params
+
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps({"bp/digits/1x16": {"batch_size": 32, "hparams": {"lr": 5e-3}},
+                                  "dfa/digits/1x16": {"batch_size": 32, "hparams": {"lr": 5e-3}}}))
+    outcome = tune(base_config(algorithm="bp", epochs=1), 2, studies_dir=tmp_path, params_file=params,
+                   pruner="none", log=quiet_log)
+    first, second = outcome.study.trials
+    assert first.user_attrs["origin"] == "defaults"
+    assert second.params == {"batch_size": 32, "lr": 5e-3}
+    assert second.user_attrs["origin"] == "previous params file entry"
+    # an entry from before DFA's lr_decay existed kept its learning rate constant: it is tried so
+    assert previous_params(base_config(algorithm="dfa"), params, "dfa/digits/1x16") == \
+        {"batch_size": 32, "lr": 5e-3, "lr_decay": 1.0}
+    assert previous_params(base_config(algorithm="dfa"), params, "dfa/mnist/2x1000") == {}
+    assert previous_params(base_config(algorithm="dfa"), tmp_path / "none.json", "dfa/digits/1x16") == {}
+
+
 def test_pruning_prunes(tmp_path):
     impossible = optuna.pruners.ThresholdPruner(lower=101.0)  # accuracy in % never reaches it
     outcome = tune(base_config(epochs=3), 2, studies_dir=tmp_path, pruner=impossible,

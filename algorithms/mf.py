@@ -19,6 +19,9 @@ paper's ``G_i = a_i M_i^T`` on the block's whole output, as for an MLP layer, wh
 an early block's local classifier only C averages to learn from (``cnn`` 64-128-256-512 on
 cifar10-jpeg, 5000 training images, 3 epochs, seed 0: 64.2 % test with ``flatten``, 46.8 % with
 ``gap``). Blocks with flat outputs (``mlp``, ``lc-mlp``) are always read out whole.
+
+The local heads (:func:`make_projections`, :func:`local_scores`) are shared with the ablation ladder
+between BP and MF: ``bp-ds`` (:mod:`algorithms.bp_ds`) and ``mf-joint`` (:mod:`algorithms.mf_joint`).
 """
 
 from __future__ import annotations
@@ -39,14 +42,41 @@ READOUTS = ("flatten", "gap")
 
 
 @dataclass
-class MFHParams(TrainerHParams):
-    schedule: str = "simultaneous"  # the paper trains all layers together on each batch
+class ReadoutHParams(TrainerHParams):
+    """What every trainer with MF's per-layer heads has (MF, and the ladder's bp-ds and mf-joint)."""
     readout: str = "flatten"  # how a conv block's maps become the vector M_i projects
 
     def validate(self) -> None:
         super().validate()
-        check(self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
         check(self.readout in READOUTS, f"unknown readout {self.readout!r}; choose one of: {', '.join(READOUTS)}")
+
+
+def make_projections(num_classes: int, feature_shapes: list[tuple[int, ...]], readout: str) -> nn.ParameterList:
+    """MF's projection matrices: one ``M_i`` (classes x width) per block output shape, where width is
+    the channel count of a conv block read out by ``gap`` and the whole output's size otherwise."""
+    projections = nn.ParameterList()
+    for shape in feature_shapes:
+        width = shape[0] if (readout == "gap" and len(shape) == 3) else math.prod(shape)
+        m = torch.empty(num_classes, width)
+        nn.init.kaiming_uniform_(m, a=math.sqrt(5))  # like a Linear(width -> classes) without bias
+        projections.append(nn.Parameter(m))
+    return projections
+
+
+def local_scores(a: torch.Tensor, m: torch.Tensor, readout: str) -> torch.Tensor:
+    """Local class scores ``G = a M^T`` of a block's output ``a`` (conv maps averaged first by ``gap``)."""
+    if a.dim() == 4 and readout == "gap":
+        a = a.mean((2, 3))
+    return F.linear(a.flatten(1), m)
+
+
+@dataclass
+class MFHParams(ReadoutHParams):
+    schedule: str = "simultaneous"  # the paper trains all layers together on each batch
+
+    def validate(self) -> None:
+        super().validate()
+        check(self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
 
 
 @ALGORITHMS.register("mf")
@@ -56,19 +86,18 @@ class MonoForward(Trainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.projections = nn.ParameterList()
-        for shape in self.net.feature_shapes:
-            width = shape[0] if (self.hp.readout == "gap" and len(shape) == 3) else math.prod(shape)
-            m = torch.empty(self.num_classes, width)
-            nn.init.kaiming_uniform_(m, a=math.sqrt(5))  # like a Linear(width -> classes) without bias
-            self.projections.append(nn.Parameter(m))
+        self.projections = make_projections(self.num_classes, self.net.feature_shapes, self.hp.readout)
         n = len(self.net.blocks)
         self.prediction_modes = ("ff", "bp", *(f"layer{i + 1}" for i in range(n)))
-        self.optimizers = [make_optimizer([*block.parameters(), m], self.hp)
-                           for block, m in zip(self.net.blocks, self.projections)]
+        self._make_optimizers()
         self._blocks = list(self.net.blocks)  # plain list: no ModuleList slicing on every step
         self._depth = {"ff": n, "bp": n, **{f"layer{i + 1}": i + 1 for i in range(n)}}
         self.active = list(range(n))  # the blocks that learn in this epoch
+
+    def _make_optimizers(self) -> None:
+        """One optimiser per block, over the block and its M_i (``mf-joint`` overrides it)."""
+        self.optimizers = [make_optimizer([*block.parameters(), m], self.hp)
+                           for block, m in zip(self.net.blocks, self.projections)]
 
     @property
     def active(self) -> list[int]:
@@ -93,9 +122,7 @@ class MonoForward(Trainer):
 
     def scores(self, i: int, a: torch.Tensor) -> torch.Tensor:
         """Block i's local class scores G_i = a_i M_i^T from its output a."""
-        if a.dim() == 4 and self.hp.readout == "gap":
-            a = a.mean((2, 3))
-        return F.linear(a.flatten(1), self.projections[i])
+        return local_scores(a, self.projections[i], self.hp.readout)
 
     def update(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """Block by block: forward on the detached input, local loss, backward and step at once.

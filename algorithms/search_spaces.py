@@ -72,6 +72,18 @@ def _mf(trial, base):
     schedules = ["simultaneous", "sequential"] if depth is None or base.get("epochs", 1) >= depth \
         else ["simultaneous"]
     out["hparams"]["schedule"] = trial.suggest_categorical("schedule", schedules)
+    return _readout(trial, base, out)
+
+
+@SEARCH_SPACES.register("bp-ds")
+@SEARCH_SPACES.register("mf-joint")
+def _ladder(trial, base):
+    # the ablation ladder's middle rungs: BP's and MF's shared dimensions (common_space) plus their own
+    # knob, MF's readout; mf-joint has no schedule (simultaneous only, algorithms/mf_joint.py)
+    return _readout(trial, base, common_space(trial, base))
+
+
+def _readout(trial, base, out):
     if base.get("arch", "mlp") != "mlp":  # conv blocks only: how feature maps reach M_i
         out["hparams"]["readout"] = trial.suggest_categorical("readout", ["flatten", "gap"])
     return out

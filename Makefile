@@ -7,6 +7,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# the suite's one command (pyproject.toml's console script; `bpfree --help`)
+BPFREE := $(VENV)/bin/bpfree
 PROFILE ?= quick
 SWEEP_ARGS ?=  # e.g. --jobs 2, or --launcher slurm --launcher-opt slurm_partition=gpu
 export PYTHONUNBUFFERED := 1
@@ -23,13 +25,13 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 demo: venv
-	$(PY) scripts/compare.py
+	$(BPFREE) compare
 
 test: venv
 	$(PY) -m pytest -q tests
 
 bench-speed: venv
-	$(PY) scripts/bench_speed.py
+	$(BPFREE) bench-speed
 
 clean-venv:
 	rm -rf $(VENV)
@@ -37,8 +39,8 @@ clean-venv:
 # $(call SWEEP,spec,outputs): run the spec's runs for $(PROFILE) (finished runs are reused, so an
 # interrupted reproduction continues), then write its tables/figures even if some run failed, and
 # exit with the sweep's status.
-SWEEP = $(PY) scripts/sweep.py $(1) --profile $(PROFILE) --run $(SWEEP_ARGS); status=$$?; \
-	$(PY) scripts/plots.py --only $(2) --profile $(PROFILE) && exit $$status
+SWEEP = $(BPFREE) sweep $(1) --profile $(PROFILE) --run $(SWEEP_ARGS); status=$$?; \
+	$(BPFREE) plots --only $(2) --profile $(PROFILE) && exit $$status
 
 # Reproduction and plotting targets live in one fragment per topic.
 include $(wildcard mk/*.mk)

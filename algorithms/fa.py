@@ -52,9 +52,11 @@ class _FAConv2dFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, weight, feedback = ctx.saved_tensors
-        grad_x = conv2d_input(x.shape, feedback, grad_out, padding=ctx.padding) if ctx.needs_input_grad[0] else None
-        grad_w = conv2d_weight(x, weight.shape, grad_out, padding=ctx.padding)
-        grad_b = grad_out.sum((0, 2, 3)) if ctx.has_bias else None
+        dt = grad_out.dtype  # bf16 under autocast: compute in it, hand each gradient back in its input's dtype
+        grad_x = conv2d_input(x.shape, feedback.to(dt), grad_out, padding=ctx.padding).to(x.dtype) \
+            if ctx.needs_input_grad[0] else None
+        grad_w = conv2d_weight(x.to(dt), weight.shape, grad_out, padding=ctx.padding).to(weight.dtype)
+        grad_b = grad_out.sum((0, 2, 3)).to(weight.dtype) if ctx.has_bias else None
         return grad_x, grad_w, grad_b, None, None
 
 

@@ -1,69 +1,162 @@
 """Speed benchmark: the suite's training epoch against a plain PyTorch loop and the step's floor.
 
-    python scripts/bench_speed.py                     # MF, BP, FA, DFA, FF; batch 64 and 256; Fashion-MNIST 2x1000
-    python scripts/bench_speed.py --algorithms mf,bp --batch-sizes 256 --repeats 3 --train-limit 20000
+    bpfree bench-speed                     # MF, BP, FA, DFA, FF; batch 64 and 256; Fashion-MNIST 2x1000
+    bpfree bench-speed --algorithms mf,bp --batch-sizes 256 --repeats 3 --train-limit 20000
+    bpfree bench-speed --arch cnn --dataset cifar10-jpeg --train-limit 2000 --channels-last --precision bf16
 
 For every algorithm and batch size it times, alternating within one run, full epochs of (1) the
-suite's own training path (``benchmarks.runner.train_epoch`` calling ``trainer.update``, the epoch
+suite's own training path (``benchmarks.run.runner.train_epoch`` calling ``trainer.update``, the epoch
 timer attached, denormals flushed as in a run) and (2) a plain loop doing the same work
-(``benchmarks.speed``: same layers, fused Adam, the same fixes), after one warm-up epoch each; and
-(3) the floor, the step's GEMMs plus one fused Adam step timed in isolation, times the steps of an
-epoch. It prints the median steady-state epochs and their ratios (suite/plain, suite/floor, MF/BP),
-and writes every epoch time to results/bench/speed.json. Targets (2 CPU cores): suite within 1.05x
-of plain for MF and BP; MF within 1.3x of its floor at batch 256 and 1.6x at 64; suite MF/BP <= 0.85.
+(``benchmarks.measure.speed`` for the MLP, ``benchmarks.measure.speed_cnn`` for ``--arch cnn``: same
+layers, fused Adam, the same fixes), after a warm-up (50 steps for the MLP, 5 for the CNN, and the
+epoch's last smaller batch); and (3) the floor, the step's GEMMs (and for the CNN its convolutions)
+plus one fused Adam step timed in isolation, times the steps of an epoch. It prints the median
+steady-state epochs and their ratios (suite/plain, suite/floor, MF/BP), and writes every epoch time to
+results/bench/speed.json (``--arch cnn``: results/bench/speed_cnn_<dataset>.json).
+
+``--arch cnn`` is the suite's ``cnn`` (the Mono-Forward paper's Table 2 CNN; ``--channels`` defaults to
+the table2 spec's 64,128,256,512) for BP, MF, DFA and FA; FF has no CNN path. Variants, each timed in
+the same run beside the fp32 baseline: ``--channels-last`` (model and input in torch.channels_last, CNN
+only), ``--precision bf16`` (torch.autocast bfloat16 around every step, weights and Adam in float32;
+with ``--channels-last`` also both together) and ``--compile`` (torch.compile of the plain step, fp32;
+the suite is not compiled). A loop that fails in a variant (the suite's FA conv under bf16, a compile
+that fails here) is skipped with a note in the output and the JSON. The JSON also records the CPU's
+native bfloat16 support (``cpu_bf16``: avx512_bf16, amx_bf16, amx_tile from /proc/cpuinfo).
+
+Evaluation row (``--eval-limit``, default 10000; 0: none): every prediction mode once on the first
+images of the test split (the runner's ``accuracies``, one ``predict_all`` per batch of
+``--eval-batch-size``), with the suite's trainer of each variant; ``eval/epoch`` is that time over the
+measured training epoch, ``eval/train per image`` the same per image (multiply by evaluated / trained
+images to get a run's ratio). Targets (2 CPU cores, MLP): suite within 1.05x of plain for MF and BP;
+MF within 1.3x of its floor at batch 256 and 1.6x at 64; suite MF/BP <= 0.85.
 A benchmark, not a test: ratios are measured within one run on one machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from algorithms import ALGORITHMS  # noqa: E402
-from benchmarks.datasets import DatasetUnavailable, load_dataset, prepare_splits  # noqa: E402
-from benchmarks.environment import describe_environment  # noqa: E402
-from benchmarks.measure import METERS  # noqa: E402
-from benchmarks.measure.base import RunContext, synchronize  # noqa: E402
-from benchmarks.numerics import run_numerics  # noqa: E402
-from benchmarks.runner import train_epoch  # noqa: E402
-from benchmarks.runs import write_json  # noqa: E402
-from benchmarks.speed import PLAIN_ALGORITHMS, floor_step_seconds, plain_step  # noqa: E402
+from algorithms import ALGORITHMS
+from algorithms.networks import CNNArgs, LayerFactory, build_network
+from benchmarks.common.files import write_json
+from benchmarks.common.numerics import autocast, run_numerics
+from benchmarks.datasets import DatasetUnavailable, load_dataset, prepare_splits
+from benchmarks.measure import METERS
+from benchmarks.measure.base import RunContext, synchronize
+from benchmarks.measure.speed import PLAIN_ALGORITHMS, cpu_bf16_support, floor_step_seconds, plain_step
+from benchmarks.measure.speed_cnn import CNN_ALGORITHMS, PlainCNN, cnn_floor_step_seconds
+from benchmarks.run.config import ExperimentConfig
+from benchmarks.run.environment import describe_environment
+from benchmarks.run.runner import accuracies, train_epoch
 
 TARGETS = {"suite/plain": 1.05, "mf suite/floor b256": 1.3, "mf suite/floor b64": 1.6, "mf/bp": 0.85}
+CNN_TARGETS = {"run eval/epoch": 0.25}  # a run's evaluation at most a quarter of its training epoch
+WARMUP_STEPS = {"mlp": 50, "cnn": 5}  # lazy optimiser state, allocator, kernel choice (a CNN step is ~100x an MLP's)
+FLOOR_METHOD = {
+    "mlp": "each (m, k, n) GEMM as torch.mm, and one fused Adam step, timed alone by torch.utils.benchmark",
+    "cnn": "each conv's forward (F.conv2d), input gradient (aten.convolution_backward, mask True,False,False) and "
+           "weight+bias gradient (mask False,True,True), each GEMM (torch.mm) and one fused Adam step, timed alone "
+           "by torch.utils.benchmark; ReLU, pooling, losses and casts left out"}
 
 
-def make_suite(algorithm: str, splits, widths: list[int], device, fused: bool):
-    trainer = ALGORITHMS.get(algorithm)(splits.input_shape, splits.num_classes, "mlp", {"widths": widths},
+@dataclass(frozen=True)
+class Variant:
+    """How a loop runs: the fp32 baseline, or one of the speed-ups the flags add."""
+
+    name: str
+    channels_last: bool = False
+    precision: str = "fp32"
+    compile: bool = False
+
+    def key(self, loop: str) -> str:
+        return loop if self.name == "fp32" else f"{loop} {self.name}"
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.precision == "bf16" else torch.float32
+
+
+BASE = Variant("fp32")
+
+
+def variants_of(args) -> list[Variant]:
+    out = [BASE]
+    if args.channels_last:
+        out.append(Variant("channels_last", channels_last=True))
+    if args.precision == "bf16":
+        out.append(Variant("bf16", precision="bf16"))
+        if args.channels_last:
+            out.append(Variant("channels_last+bf16", channels_last=True, precision="bf16"))
+    if args.compile:
+        out.append(Variant("compile", compile=True))
+    return out
+
+
+@dataclass(frozen=True)
+class Model:
+    arch: str  # mlp or cnn
+    arch_args: dict
+    input_shape: tuple[int, ...]
+    classes: int
+
+
+def make_suite(algorithm: str, model: Model, device, fused: bool, variant: Variant = BASE):
+    trainer = ALGORITHMS.get(algorithm)(model.input_shape, model.classes, model.arch, model.arch_args,
                                         {"fused": fused})
     trainer.to(device).train(True)
+    if variant.channels_last:
+        trainer.to(memory_format=torch.channels_last)
     trainer.start_epoch(0, 1)
     timer = METERS.get("time")()
     timer.start_run(RunContext(trainer=trainer, device=device, run_dir=None, config=None))
 
     def epoch(xs, ys, bs):
         timer.start_epoch(0)
-        train_epoch(trainer, xs, ys, bs, [timer])
+        train_epoch(trainer, xs, ys, bs, [timer], precision=variant.precision)
         timer.end_epoch(0)
 
+    epoch.trainer = trainer
     return epoch
 
 
-def make_plain(algorithm: str, in_features: int, widths: list[int], classes: int, device):
-    step = plain_step(algorithm, in_features, widths, classes, device)
+def make_plain(algorithm: str, model: Model, device, variant: Variant = BASE):
+    if model.arch == "mlp":
+        step = plain_step(algorithm, math.prod(model.input_shape), list(model.arch_args["widths"]), model.classes,
+                          device)
+    else:
+        defaults = CNNArgs()
+        step = PlainCNN(algorithm, model.input_shape, list(model.arch_args["channels"]), model.classes, device,
+                        defaults.kernel_size, defaults.pool, channels_last=variant.channels_last).step
+    if variant.compile:
+        step = torch.compile(step)
+    mixed = autocast(device, variant.precision)
+    flatten = model.arch == "mlp"
 
     def epoch(xs, ys, bs):
-        xs = xs.flatten(1)
+        xs = xs.flatten(1) if flatten else xs
         for start in range(0, len(ys), bs):
-            step(xs[start:start + bs], ys[start:start + bs])
+            with mixed:
+                step(xs[start:start + bs], ys[start:start + bs])
 
     return epoch
+
+
+def floor_seconds(algorithm: str, bs: int, model: Model, device, variant: Variant, min_time: float) -> dict:
+    if model.arch == "mlp":
+        return floor_step_seconds(algorithm, bs, math.prod(model.input_shape), list(model.arch_args["widths"]),
+                                  model.classes, device, min_time, dtype=variant.dtype)
+    defaults = CNNArgs()
+    return cnn_floor_step_seconds(algorithm, bs, model.input_shape, list(model.arch_args["channels"]), model.classes,
+                                  device, defaults.kernel_size, defaults.pool, dtype=variant.dtype,
+                                  channels_last=variant.channels_last, min_run_time=min_time)
 
 
 def timed(fn, xs, ys, bs, device) -> float:
@@ -86,98 +179,266 @@ def op_profile(epoch, xs, ys, bs, top: int = 8) -> list[dict]:
              "share": e.self_cpu_time_total / total} for e in events[:top]]
 
 
-def bench_one(name, bs, splits, widths, device, args, gen) -> dict:
-    in_features = int(torch.tensor(splits.input_shape).prod())
-    torch.manual_seed(0)
-    loops = {"suite": make_suite(name, splits, widths, device, fused=True),
-             "plain": make_plain(name, in_features, widths, splits.num_classes, device)}
-    if args.compare_unfused:
-        loops["suite_unfused"] = make_suite(name, splits, widths, device, fused=False)
-    for loop in loops.values():  # warm-up: lazy optimiser state, allocator, kernel choice
-        loop(splits.train_x[:bs * 50], splits.train_y[:bs * 50], bs)
-    times: dict[str, list[float]] = {k: [] for k in loops}
-    for r in range(args.repeats):
-        perm = torch.randperm(len(splits.train_y), generator=gen).to(device)
-        xs, ys = splits.train_x[perm], splits.train_y[perm]
-        order = list(loops) if r % 2 == 0 else list(reversed(loops))  # alternate to cancel drift
-        for key in order:
-            times[key].append(timed(loops[key], xs, ys, bs, device))
-    steps = -(-len(splits.train_y) // bs)
-    floor = floor_step_seconds(name, bs, in_features, widths, splits.num_classes, device)
+def eval_cost(trainer, x, y, batch_size: int, precision: str, device) -> dict:
+    """Seconds to score every prediction mode once on (x, y), as a run's evaluation does."""
+    trainer.train(False)
+    with autocast(device, precision):
+        accuracies(trainer, x[:batch_size], y[:batch_size], batch_size)  # warm-up: kernel choice for the shapes
+        synchronize(device)
+        t0 = time.perf_counter()
+        accuracies(trainer, x, y, batch_size)
+        synchronize(device)
+        seconds = time.perf_counter() - t0
+    trainer.train(True)
+    return {"images": len(y), "modes": list(trainer.prediction_modes), "eval_s": seconds}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+def summarise(times: dict[str, list[float]], floor: dict, steps: int) -> dict:
     med = {k: statistics.median(v) for k, v in times.items()}
-    out = {"epoch_s": times, "median_s": med, "floor_epoch_s": floor["step_s"] * steps,
-           "floor_step": floor, "steps": steps,
-           "suite/plain": med["suite"] / med["plain"], "suite/floor": med["suite"] / (floor["step_s"] * steps),
-           "plain/floor": med["plain"] / (floor["step_s"] * steps)}
-    if "suite_unfused" in med:
-        out["unfused/fused"] = med["suite_unfused"] / med["suite"]
-    if args.profile_ops:  # on a fifth of the data: the profiler's own cost grows with the events
-        n = max(bs, len(ys) // 5)
-        out["suite_op_profile"] = op_profile(loops["suite"], xs[:n], ys[:n], bs)
+    floor_epoch = floor["step_s"] * steps
+    out = {"epoch_s": times, "median_s": med, "floor_epoch_s": floor_epoch, "floor_step": floor, "steps": steps}
+    if "suite" in med and "plain" in med:
+        out["suite/plain"] = med["suite"] / med["plain"]
+    for loop in ("suite", "plain"):
+        if loop in med:
+            out[f"{loop}/floor"] = med[loop] / floor_epoch
     return out
 
 
-def main(argv=None) -> int:
+def bench_one(name, bs, splits, model: Model, device, args, variants, gen, evals: dict) -> dict:
+    torch.manual_seed(0)
+    if any(v.compile for v in variants):
+        # a fresh compile cache: the plain steps of every algorithm and batch size share code objects, and
+        # dynamo falls back to eager, silently, once one has been recompiled cache_size_limit (8) times
+        torch._dynamo.reset()
+    loops: dict[str, tuple[Variant, object]] = {}
+    for v in variants:
+        if not v.compile:
+            loops[v.key("suite")] = (v, make_suite(name, model, device, True, v))
+        loops[v.key("plain")] = (v, make_plain(name, model, device, v))
+    if args.compare_unfused:
+        loops["suite_unfused"] = (BASE, make_suite(name, model, device, False))
+    n, skipped = len(splits.train_y), {}
+    warm = min(n, bs * WARMUP_STEPS[model.arch])
+    for key, (v, loop) in list(loops.items()):
+        x = splits.train_x[:warm].contiguous(memory_format=torch.channels_last) if v.channels_last \
+            else splits.train_x[:warm]
+        try:
+            loop(x, splits.train_y[:warm], bs)
+            if n % bs:  # the epoch's last, smaller batch: its kernels (and a compiled step's shapes) too
+                loop(x[:n % bs], splits.train_y[:n % bs], bs)
+        except Exception as exc:  # noqa: BLE001 - a variant this machine or the suite cannot run is skipped
+            if v is BASE:
+                raise
+            skipped[key] = _first_line(exc)
+            del loops[key]
+    times: dict[str, list[float]] = {k: [] for k in loops}
+    for r in range(args.repeats):
+        perm = torch.randperm(n, generator=gen).to(device)
+        xs, ys = splits.train_x[perm], splits.train_y[perm]
+        inputs = {False: xs}
+        if any(v.channels_last for v, _ in loops.values()):
+            inputs[True] = xs.contiguous(memory_format=torch.channels_last)
+        order = list(loops) if r % 2 == 0 else list(reversed(loops))  # alternate to cancel drift
+        for key in order:
+            v, loop = loops[key]
+            times[key].append(timed(loop, inputs[v.channels_last], ys, bs, device))
+    steps = -(-n // bs)
+    floors: dict[tuple, dict] = {}
+    rows: dict[str, dict] = {}
+    for v in variants:
+        mine = {loop: times[v.key(loop)] for loop in ("suite", "plain") if v.key(loop) in times}
+        if v is BASE and "suite_unfused" in times:
+            mine["suite_unfused"] = times["suite_unfused"]
+        fkey = (v.channels_last, v.precision)
+        if fkey not in floors:
+            floors[fkey] = floor_seconds(name, bs, model, device, v, args.floor_min_time)
+        row = summarise(mine, floors[fkey], steps)
+        if v is not BASE:
+            base_med = rows["fp32"]["median_s"]
+            row["fp32/this"] = {k: base_med[k] / t for k, t in row["median_s"].items() if k in base_med}
+        notes = {loop: skipped[v.key(loop)] for loop in ("suite", "plain") if v.key(loop) in skipped}
+        if notes:
+            row["skipped"] = notes
+        if args.eval_limit and v.key("suite") in loops:
+            ekey = (name, v.name)
+            if ekey not in evals:  # once per algorithm and variant: evaluation does not depend on the batch size
+                x = splits.test_x[:args.eval_limit]
+                x = x.contiguous(memory_format=torch.channels_last) if v.channels_last else x
+                evals[ekey] = eval_cost(loops[v.key("suite")][1].trainer, x, splits.test_y[:args.eval_limit],
+                                        args.eval_batch_size, v.precision, device)
+            e, epoch_s = evals[ekey], row["median_s"]["suite"]
+            row["eval"] = {**e, "eval/epoch": e["eval_s"] / epoch_s,
+                           "eval/train per image": (e["eval_s"] / e["images"]) / (epoch_s / n)}
+        rows[v.name] = row
+    out = rows.pop("fp32")
+    if "suite_unfused" in out["median_s"]:
+        out["unfused/fused"] = out["median_s"]["suite_unfused"] / out["median_s"]["suite"]
+    if rows:
+        out["variants"] = rows
+    if args.profile_ops:  # on a fifth of the data: the profiler's own cost grows with the events
+        k = max(bs, len(ys) // 5)
+        out["suite_op_profile"] = op_profile(loops["suite"][1], xs[:k], ys[:k], bs)
+    return out
+
+
+def _line(label: str, r: dict) -> str:
+    med = r["median_s"]
+    parts = [f"{loop} {med[loop]:.2f}" for loop in ("suite", "plain") if loop in med]
+    text = f"{label}: {', '.join(parts)} s/epoch, floor {r['floor_epoch_s']:.2f}"
+    ratios = [f"{k} {r[k]:.2f}" for k in ("suite/plain", "suite/floor", "plain/floor") if k in r]
+    if "fp32/this" in r:
+        ratios += [f"fp32/this {loop} {x:.2f}" for loop, x in r["fp32/this"].items()]
+    if "unfused/fused" in r:
+        ratios.append(f"unfused/fused {r['unfused/fused']:.2f}")
+    return f"{text}; {', '.join(ratios)}"
+
+
+def print_row(bs: int, name: str, r: dict) -> None:
+    print(_line(f"batch {bs:>4} {name:>4}", r), flush=True)
+    for v, vr in [("fp32", r), *r.get("variants", {}).items()]:
+        if v != "fp32":
+            print("      " + _line(v, vr))
+        for loop, why in vr.get("skipped", {}).items():
+            print(f"      {v} {loop}: skipped ({why})")
+        if "eval" in vr:
+            e = vr["eval"]
+            print(f"      {v} eval: {e['images']} images x {len(e['modes'])} modes {e['eval_s']:.2f} s = "
+                  f"{e['eval/epoch']:.2f} of the epoch, {e['eval/train per image']:.2f} of training per image")
+    for op in r.get("suite_op_profile", []):
+        print(f"      {op['share']:6.1%}  {op['op']} ({op['calls']} calls)")
+    sys.stdout.flush()
+
+
+def mf_over_bp(row: dict) -> dict:
+    def ratio(mf, bp):
+        out = {k: mf["median_s"][k] / bp["median_s"][k] for k in ("suite", "plain")
+               if k in mf["median_s"] and k in bp["median_s"]}
+        return {**out, "floor": mf["floor_epoch_s"] / bp["floor_epoch_s"]}
+
+    out = ratio(row["mf"], row["bp"])
+    variants = {v: ratio(r, row["bp"]["variants"][v]) for v, r in row["mf"].get("variants", {}).items()
+                if v in row["bp"].get("variants", {})}
+    return {**out, "variants": variants} if variants else out
+
+
+def table2_channels() -> list[int]:
+    """The cnn channels the table2 spec trains (benchmarks/specs/table2.yaml), else cnn's default."""
+    from benchmarks.sweep.expand import load_spec
+
+    for group in load_spec("table2")["groups"]:
+        if group.get("arch") == "cnn" and "channels" in (group.get("arch_args") or {}):
+            return [int(c) for c in group["arch_args"]["channels"]]
+    return list(CNNArgs().channels)
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{what} must be whole numbers separated by commas, got {text!r}") from None
+
+
+def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", default="fmnist")
-    p.add_argument("--algorithms", default=",".join(PLAIN_ALGORITHMS))
-    p.add_argument("--widths", default="1000,1000")
+    p.add_argument("--arch", choices=("mlp", "cnn"), default="mlp")
+    p.add_argument("--dataset", help="default: fmnist (mlp), cifar10-jpeg (cnn)")
+    p.add_argument("--algorithms",
+                   help=f"default: {','.join(PLAIN_ALGORITHMS)} (mlp), {','.join(CNN_ALGORITHMS)} (cnn)")
+    p.add_argument("--widths", help="mlp hidden widths (default 1000,1000)")
+    p.add_argument("--channels", help="cnn conv channels (default: the table2 spec's, 64,128,256,512)")
     p.add_argument("--batch-sizes", default="64,256")
     p.add_argument("--repeats", type=int, default=3, help="timed epochs of each loop, after a warm-up")
     p.add_argument("--train-limit", type=int, help="epoch over this many samples (default: all)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--channels-last", action="store_true",
+                   help="also time suite and plain with model and input in torch.channels_last (cnn)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: also time suite and plain under torch.autocast bfloat16 (weights fp32)")
+    p.add_argument("--compile", action="store_true", help="also time the plain step under torch.compile (fp32)")
+    p.add_argument("--eval-limit", type=int, default=10000,
+                   help="time evaluating every prediction mode on this many test images (0: not)")
+    p.add_argument("--eval-batch-size", type=int, default=ExperimentConfig.eval_batch_size)
+    p.add_argument("--floor-min-time", type=float, default=0.2,
+                   help="seconds torch.utils.benchmark spends on each of the floor's kernels (at least)")
     p.add_argument("--compare-unfused", action="store_true", help="also time the suite with fused: false")
     p.add_argument("--profile-ops", action="store_true",
                    help="also print where one suite epoch's time goes (torch.profiler, top operators by self time)")
-    p.add_argument("--out", default="results/bench/speed.json")
-    args = p.parse_args(argv)
+    p.add_argument("--out", help="default: results/bench/speed.json (mlp), results/bench/speed_cnn_<dataset>.json")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    cnn = args.arch == "cnn"
+    known = CNN_ALGORITHMS if cnn else PLAIN_ALGORITHMS
     try:
-        names = [a for a in args.algorithms.split(",") if a]
+        names = [a for a in (args.algorithms or ",".join(known)).split(",") if a]
         for name in names:
-            if name not in PLAIN_ALGORITHMS:
-                raise ValueError(f"no plain loop for {name!r}; choose from {', '.join(PLAIN_ALGORITHMS)}")
-        widths = [int(w) for w in args.widths.split(",")]
-        batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-        if args.repeats < 1 or min(batch_sizes) < 1 or min(widths) < 1:
-            raise ValueError("repeats, batch sizes and widths must be positive")
+            if cnn and name == "ff":
+                raise ValueError(f"ff has no cnn path here (FF trains MLPs only); --arch cnn takes {', '.join(known)}")
+            if name not in known:
+                raise ValueError(f"no plain loop for {name!r}; choose from {', '.join(known)}")
+        if (args.widths and cnn) or (args.channels and not cnn):
+            raise ValueError("--widths is for --arch mlp, --channels for --arch cnn")
+        if args.channels_last and not cnn:
+            raise ValueError("--channels-last is for --arch cnn (an MLP has no image layout)")
+        sizes = _ints(args.channels, "--channels") if args.channels else (table2_channels() if cnn else None)
+        sizes = sizes or _ints(args.widths or "1000,1000", "--widths")
+        batch_sizes = _ints(args.batch_sizes, "--batch-sizes")
+        if args.repeats < 1 or min(batch_sizes, default=0) < 1 or min(sizes, default=0) < 1:
+            raise ValueError("repeats, batch sizes, widths and channels must be positive")
+        if args.eval_limit < 0 or args.eval_batch_size < 1 or not args.floor_min_time > 0:
+            raise ValueError("--eval-limit must be >= 0, --eval-batch-size >= 1 and --floor-min-time > 0")
         device = torch.device(args.device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("--device cuda, but CUDA is not available here")
-        splits = prepare_splits(load_dataset(args.dataset), 0.0, 0, device, train_limit=args.train_limit)
+        dataset = args.dataset or ("cifar10-jpeg" if cnn else "fmnist")
+        splits = prepare_splits(load_dataset(dataset), 0.0, 0, device, train_limit=args.train_limit)
+        model = Model(args.arch, {"channels" if cnn else "widths": sizes}, tuple(splits.input_shape),
+                      splits.num_classes)
+        if cnn:  # the suite's own checks: image input, enough side for every pooling
+            build_network("cnn", model.input_shape, model.classes, model.arch_args, LayerFactory())
     except (DatasetUnavailable, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
+    variants = variants_of(args)
     gen = torch.Generator().manual_seed(0)
     results: dict[str, dict] = {}
+    evals: dict = {}
     with run_numerics(device) as numerics:
         for bs in batch_sizes:
             for name in names:
-                r = results.setdefault(f"b{bs}", {})[name] = bench_one(name, bs, splits, widths, device, args, gen)
-                extra = f", unfused/fused {r['unfused/fused']:.2f}" if "unfused/fused" in r else ""
-                print(f"batch {bs:>4} {name:>4}: suite {r['median_s']['suite']:.2f} s/epoch, plain "
-                      f"{r['median_s']['plain']:.2f}, floor {r['floor_epoch_s']:.2f}; suite/plain "
-                      f"{r['suite/plain']:.3f}, suite/floor {r['suite/floor']:.2f}{extra}", flush=True)
-                for op in r.get("suite_op_profile", []):
-                    print(f"      {op['share']:6.1%}  {op['op']} ({op['calls']} calls)")
+                r = results.setdefault(f"b{bs}", {})[name] = bench_one(name, bs, splits, model, device, args,
+                                                                        variants, gen, evals)
+                print_row(bs, name, r)
             if {"mf", "bp"} <= set(results[f"b{bs}"]):
                 row = results[f"b{bs}"]
-                ratio = {k: row["mf"]["median_s"][k] / row["bp"]["median_s"][k] for k in ("suite", "plain")}
-                row["mf/bp"] = {**ratio, "floor": row["mf"]["floor_epoch_s"] / row["bp"]["floor_epoch_s"]}
-                print(f"batch {bs:>4} MF/BP epoch: suite {ratio['suite']:.2f}, plain {ratio['plain']:.2f}, "
-                      f"floor {row['mf/bp']['floor']:.2f}")
-    write_json(Path(args.out), {
+                row["mf/bp"] = mf_over_bp(row)
+                print(f"batch {bs:>4} MF/BP epoch: " + ", ".join(
+                    f"{k} {v:.2f}" for k, v in row["mf/bp"].items() if k != "variants"))
+    out = Path(args.out or ("results/bench/speed.json" if not cnn else f"results/bench/speed_cnn_{dataset}.json"))
+    cnn_args = {"channels": sizes, "kernel_size": CNNArgs().kernel_size, "pool": CNNArgs().pool}
+    write_json(out, {
         "what": "median wall time of a steady-state training epoch (shuffle and evaluation excluded): the suite, "
-                "a plain PyTorch loop with the same fixes, and the floor (the step's GEMMs plus one fused Adam "
-                "step, each timed alone with torch.utils.benchmark, times the epoch's steps)",
-        "targets": TARGETS, "dataset": splits.name, "train_samples": len(splits.train_y), "widths": widths,
+                "a plain PyTorch loop with the same fixes, and the floor (" + FLOOR_METHOD[args.arch] +
+                ", summed, times the epoch's steps); variants beside the fp32 baseline, fp32/this = speed-up",
+        "targets": CNN_TARGETS if cnn else TARGETS, "arch": args.arch,
+        "arch_args": cnn_args if cnn else {"widths": sizes},
+        **({} if cnn else {"widths": sizes}), "dataset": splits.name, "input_shape": list(model.input_shape),
+        "train_samples": len(splits.train_y), "batch_sizes": batch_sizes, "variants": [v.name for v in variants],
+        "cpu_bf16": cpu_bf16_support(), "floor_method": FLOOR_METHOD[args.arch],
+        "eval": {"split": "test", "limit": args.eval_limit, "batch_size": args.eval_batch_size,
+                 "run eval/epoch": "eval/train per image x images a run evaluates per epoch / images it trains on"},
         "repeats": args.repeats, "threads": torch.get_num_threads(),
         "environment": {**describe_environment(device), **numerics}, "results": results})
-    print(f"written {args.out}")
+    print(f"written {out}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

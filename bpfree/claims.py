@@ -1,10 +1,9 @@
-#!/usr/bin/env python
 """The Mono-Forward paper's Section 3.3 claims: hot-plugging, a damaged layer, layer-parallel training.
 
-    python scripts/claims.py all --profile quick          # the three experiments, then their tables and figures
-    python scripts/claims.py hotplug --profile paper      # one of them
-    python scripts/claims.py damage --from-run results/claims/runs/mf_mnist_mlp_s0_...   # start from finished runs
-    python scripts/claims.py --from-results               # tables and figures from results/claims/*.json alone
+    bpfree claims all --profile quick          # the three experiments, then their tables and figures
+    bpfree claims hotplug --profile paper      # one of them
+    bpfree claims damage --from-run results/claims/runs/mf_mnist_mlp_s0_...   # start from finished runs
+    bpfree claims --from-results               # tables and figures from results/claims/*.json alone
 
 Each experiment writes <results>/claims/<experiment>_<profile>.json; the tables go to
 <out>/tables/claims_<experiment>.md and the figures to <out>/figures/claims_<experiment>_<profile>.{png,pdf}.
@@ -66,7 +65,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

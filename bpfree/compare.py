@@ -11,14 +11,12 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from algorithms import ALGORITHMS  # noqa: E402
-from algorithms import ConfigError  # noqa: E402
-from algorithms.registry import UnknownNameError  # noqa: E402
-from benchmarks.config import ExperimentConfig  # noqa: E402
-from benchmarks.datasets import DatasetUnavailable  # noqa: E402
-from benchmarks.runner import RunDiverged, run_experiment  # noqa: E402
+from algorithms import ALGORITHMS
+from algorithms import ConfigError
+from algorithms.registry import UnknownNameError
+from benchmarks.run.config import ExperimentConfig
+from benchmarks.datasets import DatasetUnavailable
+from benchmarks.run.runner import RunDiverged, run_experiment
 
 DEFAULT_ALGORITHMS = ("bp", "fa", "dfa", "ff", "mf")
 
@@ -85,7 +83,3 @@ def main(argv: list[str] | None = None) -> int:
           f"test accuracy at the epoch of best validation accuracy; run folders in {args.results_dir}/\n")
     print(format_table(rows))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,7 @@
-#!/usr/bin/env python
 """The steps of the GPU check (scripts/gpu_check.sh runs each in its own process, under `timeout`).
 
-    python scripts/gpu_check.py --list                       # the steps, in order, with their budgets
-    python scripts/gpu_check.py STEP [--budget S] [--results DIR] [--dry-run]
+    bpfree gpu-check --list                       # the steps, in order, with their budgets
+    bpfree gpu-check STEP [--budget S] [--results DIR] [--dry-run]
 
 Steps, in the order that leaves a cut-off check still useful (the measurements only a GPU gives
 first, then the accuracy tables, each cell's first seed before any second seed):
@@ -13,7 +12,7 @@ first, then the accuracy tables, each cell's first seed before any second seed):
   fig3       Figure 3, paper profile: peak CUDA-allocator memory per depth, BP and MF (the slopes)
   table3     Table 3's 2x1000 group, paper profile (100 epochs, patience 10), seed by seed
   table2     Table 2's CNN on MNIST and Fashion-MNIST, paper profile, seed by seed
-  tables     Tables 5, 3, 2 and Figure 3 from the runs (scripts/plots.py), into <results>/gpu_check/
+  tables     Tables 5, 3, 2 and Figure 3 from the runs (bpfree plots), into <results>/gpu_check/
 
 Every run is a run folder under <results>/runs (environment.json names the GPU and driver), the
 same identity as the spec's paper profile (Table 5's runs add the ``energy`` meter), so a later
@@ -41,9 +40,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
+import torch
 
 # (name, budget in seconds on the GPU): 470 s in all, inside the 8 minutes the check may take
 STEPS = [("preflight", 20), ("tests", 60), ("table5", 100), ("fig3", 70), ("table3", 110), ("table2", 70),
@@ -86,7 +84,7 @@ def spec_configs(spec_name: str, results: Path, keep=lambda c: True, measure_add
     Where the profile's tuned settings (its params_file) are missing here, or Optuna is (the lent
     machine has none), the spec's own settings are run instead, and the step's line says so."""
     from algorithms import ConfigError
-    from benchmarks.sweep import expand, load_spec
+    from benchmarks.sweep.expand import expand, load_spec
 
     spec = load_spec(spec_name)
     try:
@@ -128,7 +126,7 @@ def describe_run(summary: dict) -> str:
 def run_configs(step: str, configs, deadline: float, dry_run: bool, results: Path) -> tuple[str, str]:
     """Run configs in this process until the deadline; one line each; the step's status and summary."""
     from benchmarks.datasets import DatasetUnavailable
-    from benchmarks.runner import RunDiverged, run_experiment
+    from benchmarks.run.runner import RunDiverged, run_experiment
 
     total = len(configs)
     if dry_run:
@@ -187,7 +185,7 @@ def run_configs(step: str, configs, deadline: float, dry_run: bool, results: Pat
 # -- steps ----------------------------------------------------------------------------------------
 
 def step_preflight(args, deadline) -> tuple[str, str]:
-    from benchmarks.environment import describe_environment
+    from benchmarks.run.environment import describe_environment
     from benchmarks.datasets.base import default_data_dirs
     from benchmarks.measure.nvml import import_nvml
 
@@ -260,7 +258,7 @@ def step_table2(args, deadline):
 
 
 def step_tables(args, deadline) -> tuple[str, str]:
-    """Each table or figure by itself (scripts/plots.py), so that one that cannot be written here stops no other."""
+    """Each table or figure by itself (bpfree plots), so that one that cannot be written here stops no other."""
     out_dir = args.results / "gpu_check"
     written, failed = [], []
     for target in ("table5", "fig3", "table3", "table2"):
@@ -268,7 +266,7 @@ def step_tables(args, deadline) -> tuple[str, str]:
         if remaining < 3:
             failed.append(f"{target}: no time left")
             continue
-        cmd = [sys.executable, "scripts/plots.py", "--results", str(args.results), "--out", str(out_dir),
+        cmd = [sys.executable, "-m", "bpfree", "plots", "--results", str(args.results), "--out", str(out_dir),
                "--only", target]
         try:
             out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=remaining,
@@ -323,7 +321,3 @@ def main(argv: list[str] | None = None) -> int:
                             "seconds": round(time.monotonic() - started, 1), "budget_s": budget,
                             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}) + "\n")
     return 1 if status == "failed" else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,11 +1,10 @@
-#!/usr/bin/env python
 """Measure Table 4: prediction time of FF, one-pass FF, BP and MF (both modes) on the 2x1000 MLP.
 
-    python scripts/measure_latency.py --profile quick      # ~1 minute on 2 CPU cores
-    python scripts/measure_latency.py --profile paper      # 100 timed calls per cell, as the paper
+    bpfree latency --profile quick      # ~1 minute on 2 CPU cores
+    bpfree latency --profile paper      # 100 timed calls per cell, as the paper
 
 Times one image and a batch of 10000 test images per prediction mode (median of many calls, warm-up
-excluded, device synchronised; see benchmarks/latency.py) and writes
+excluded, device synchronised; see benchmarks/measure/latency.py) and writes
 results/latency/table4_<device>.json; `make plots` turns it, with the accuracies of the training
 runs, into results/tables/table4.md. Exit codes: 0 done, 2 bad input or missing data.
 """
@@ -28,9 +27,9 @@ import torch  # noqa: E402
 
 from algorithms import ALGORITHMS, ConfigError, UnknownNameError  # noqa: E402
 from benchmarks.datasets import DatasetUnavailable, load_dataset, prepare_splits
-from benchmarks.environment import describe_environment
-from benchmarks.latency import latency_rows
-from benchmarks.runs import check_writable, write_json
+from benchmarks.run.environment import describe_environment
+from benchmarks.measure.latency import latency_rows
+from benchmarks.common.files import check_writable, write_json
 
 # profile -> (least seconds of timed calls for one image, for the batch, warm-up calls); the timer
 # picks how many calls that is (one image: thousands; FF's batch of 10000 at ~2 s a call: a few)
@@ -97,7 +96,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['row']:<14} {r['parameters']:>9} {r['single']['median_ms']:>13.3f} {r['batch']['median_ms']:>11.2f}")
     print(f"wrote {path}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

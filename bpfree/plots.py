@@ -1,10 +1,9 @@
-#!/usr/bin/env python
 """Draw Figures 1 to 5 and write Tables 1 to 6 from the results folder alone (no training).
 
-    python scripts/plots.py                         # everything that has results
-    python scripts/plots.py --only fig3 table5      # some of it
-    python scripts/plots.py --only table3 --profile quick
-    python scripts/plots.py --results tests/fixtures/measure/results --out /tmp/plots
+    bpfree plots                         # everything that has results
+    bpfree plots --only fig3 table5      # some of it
+    bpfree plots --only table3 --profile quick
+    bpfree plots --results tests/fixtures/measure/results --out /tmp/plots
 
 Reads run folders under <results>/runs, sweep status files under <results>/sweeps and latency files
 under <results>/latency; writes <out>/figures/figN.{png,pdf}, <out>/tables/{table4,table5,fig3_slopes,local_cost}.{md,csv}
@@ -25,16 +24,17 @@ import sys
 from pathlib import Path
 
 from algorithms import ConfigError, UnknownNameError
-from benchmarks import accuracy_tables, cost_tables, figures
+from benchmarks.tables import accuracy as accuracy_tables, cost as cost_tables, figures
 from benchmarks.claims import report as claims_report
-from benchmarks.energy_study import write_energy_study
-from benchmarks.environment import machine_of
-from benchmarks.local_cost import TIME_TAGS, local_cost_rows
+from benchmarks.tables.energy_study import write_energy_study
+from benchmarks.run.environment import machine_of
+from benchmarks.tables.local_cost import TIME_TAGS, local_cost_rows
 from benchmarks.reference import load_reference
-from benchmarks.runs import is_done, iter_runs, load_run, prefer
-from benchmarks.sweep import SPECS_DIR, latest_statuses, load_spec, run_key, status_file
+from benchmarks.run.folders import load_runs, prefer
+from benchmarks.sweep.expand import SPECS_DIR, latest_statuses, load_spec, run_key, status_file
 
-ACCURACY_TABLES = ("table1", "table2", "table3", "table6", "sff", "fg")  # sff, fg: the local-learning specs
+# sff, fg: the local-learning specs; fair: the ablation ladder under two budget protocols
+ACCURACY_TABLES = ("table1", "table2", "table3", "table6", "sff", "fg", "fair")
 TARGETS = ("fig1", "fig2", "fig3", "fig4", "fig5", "table4", "table5", *ACCURACY_TABLES, "local_cost", "energy_study",
            "claims")
 SPEC_OF = {"fig1": "fig1", "fig2": "fig1", "fig3": "fig3", "fig4": "fig4", "fig5": "fig5", "table5": "table5",
@@ -240,10 +240,14 @@ def accuracy_table(name, all_runs, out, results, profile, params_file) -> list[s
                                and accuracy_tables.has_finished_runs(spec, p, all_runs, params_file, own=False)]
     for each in (profile, *others):
         statuses = latest_statuses(status_file(results, spec["name"], each))
-        table = accuracy_tables.build_table(spec, each, all_runs, statuses, params_file=params_file)
-        if each == profile:
-            print(table.markdown)
-        written += accuracy_tables.write_table(table, out / "tables", name if each == profile else f"{name}_{each}")
+        budgets = accuracy_tables.budgets_of(spec, each)
+        for budget in budgets:  # one table per budget protocol where a profile has several: <name>[_<profile>]_<budget>
+            table = accuracy_tables.build_table(spec, each, all_runs, statuses, params_file=params_file,
+                                                budget=budget if len(budgets) > 1 else None)
+            if each == profile:
+                print(table.markdown)
+            stem = name if each == profile else f"{name}_{each}"
+            written += accuracy_tables.write_table(table, out / "tables", stem if len(budgets) == 1 else f"{stem}_{budget}")
     return [str(p) for p in written]
 
 
@@ -256,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", help="use the runs of this profile of each spec (e.g. quick, paper); default: "
                                      "accuracy tables paper if any of its runs finished, else quick; figures "
                                      "the most complete runs present")
-    p.add_argument("--params-file", help="tuned settings the sweep ran with (as scripts/sweep.py --params-file), "
+    p.add_argument("--params-file", help="tuned settings the sweep ran with (as bpfree sweep --params-file), "
                                          "so that the tuned runs are the ones found")
     args = p.parse_args(argv)
     results = Path(args.results)
@@ -272,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
             if known and args.profile not in known:
                 raise ConfigError(f"unknown profile {args.profile!r}; choose one of: {', '.join(sorted(known))}")
         # every run folder, finished or not: an accuracy table says why a cell is empty; figures use finished ones
-        all_runs = [dict(load_run(d), done=is_done(d)) for d in iter_runs(results / "runs", finished_only=False)]
+        # (a folder with a damaged file is skipped and named on stderr)
+        all_runs = list(load_runs(results / "runs", finished_only=False))
         runs = [r for r in all_runs if r["done"]]
         pick = Picker(runs, args.profile, args.params_file)
         notes: list[str] = []
@@ -301,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
                     notes.append(f"{name}: {exc}")
         if "energy_study" in only:
             notes += write_energy_study(results, out, profile=args.profile)
-        if "claims" in only:  # Section 3.3's claims, from results/claims/*.json (scripts/claims.py)
+        if "claims" in only:  # Section 3.3's claims, from results/claims/*.json (bpfree claims)
             notes += claims_report.write_all(results, out, profile=args.profile)
     except (ConfigError, UnknownNameError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -309,7 +314,3 @@ def main(argv: list[str] | None = None) -> int:
     for note in notes:
         print(note)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

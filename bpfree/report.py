@@ -1,9 +1,8 @@
-#!/usr/bin/env python
 """Write results/report.md: every claim of the Mono-Forward paper and of the energy study with the
 published figure, ours, the protocol behind ours and a verdict, from the results folder alone.
 
-    python scripts/report.py                      # after `make plots` (the tables it reads)
-    python scripts/report.py --results results --out results/report.md
+    bpfree report                      # after `make plots` (the tables it reads)
+    bpfree report --results results --out results/report.md
 
 Exit codes: 0 written, 2 the results folder is missing.
 """
@@ -14,9 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks.report import write_report  # noqa: E402
+from benchmarks.report import write_report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +27,3 @@ def main(argv: list[str] | None = None) -> int:
     path = write_report(args.results, args.out)
     print(f"wrote {path}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,13 +1,14 @@
-#!/usr/bin/env python
 """Run one algorithm on one dataset and architecture with one seed; write its run folder.
 
-    python scripts/run_experiment.py --algorithm mf --dataset fmnist --widths 1000,1000 --epochs 10
-    python scripts/run_experiment.py --config my_run.yaml --hp lr=0.0005
-    python scripts/run_experiment.py --list            # what can be chosen
+    bpfree run --algorithm mf --dataset fmnist --widths 1000,1000 --epochs 10
+    bpfree run --config my_run.yaml --hp lr=0.0005
+    bpfree run --list            # what can be chosen
 
-Flags override the config file. Exit codes: 0 finished (or reused), 2 bad input or missing
-data (nothing written), 3 the run diverged (recorded in its folder), 5 another process is training
-the same run and --no-wait was given (without it, this one waits and then reuses that result).
+Flags override the config file. Exit codes: 0 finished (or reused), 1 the run folder could not be
+written (e.g. a full disk: one line names the file; the folder is left unfinished, never counted),
+2 bad input or missing data (nothing written), 3 the run diverged (recorded in its folder), 5 another
+process is training the same run and --no-wait was given (without it, this one waits and then reuses
+that result).
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import json
 import sys
 
 from algorithms import ALGORITHMS, ARCHITECTURES, ConfigError, UnknownNameError
-from benchmarks.config import ExperimentConfig, load_config_file, parse_assignments
+from benchmarks.run.config import ExperimentConfig, load_config_file, parse_assignments
 from benchmarks.datasets import DATASETS, DatasetUnavailable
 from benchmarks.measure import METERS
-from benchmarks.runner import RunBusy, RunDiverged, run_experiment
+from benchmarks.run.runner import RunBusy, RunDiverged, run_experiment
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -120,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     except RunDiverged as exc:
         print(f"diverged: {exc}", file=sys.stderr)
         return 3
+    except OSError as exc:  # a write into the run folder failed (WriteFailed names the file)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     summary = result.summary
     if summary.get("status") == "diverged":
         print(f"diverged: reused run {result.run_dir} diverged in epoch {summary['diverged_epoch']}", file=sys.stderr)
@@ -130,7 +134,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{result.run_dir}{note}\ntest accuracy (%), epoch {summary['selected_epoch']} "
           f"({summary['selection']}): {json.dumps(accs)}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

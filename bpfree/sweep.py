@@ -1,15 +1,14 @@
-#!/usr/bin/env python
 """Expand a table's or figure's spec into single runs; print them, or run them with a launcher.
 
-    python scripts/sweep.py table3 --profile quick                 # list the runs and their commands
-    python scripts/sweep.py table3 --profile quick --run --jobs 2  # run what is not finished yet
-    python scripts/sweep.py table2 --profile paper --run --launcher slurm \\
+    bpfree sweep table3 --profile quick                 # list the runs and their commands
+    bpfree sweep table3 --profile quick --run --jobs 2  # run what is not finished yet
+    bpfree sweep table2 --profile paper --run --launcher slurm \\
         --launcher-opt slurm_partition=gpu --launcher-opt gpus_per_node=1 --jobs 16
-    python scripts/sweep.py table3 --algorithms bp,mf --datasets mnist --run   # part of a table
-    python scripts/sweep.py energy_study --profile quick --tune 3 --run  # tune every cell, then run
-    python scripts/sweep.py --list                                  # the specs and their profiles
+    bpfree sweep table3 --algorithms bp,mf --datasets mnist --run   # part of a table
+    bpfree sweep energy_study --profile quick --tune 3 --run  # tune every cell, then run
+    bpfree sweep --list                                  # the specs and their profiles
 
-Specs live in benchmarks/specs/<name>.yaml (see benchmarks/sweep.py for the format). Finished runs
+Specs live in benchmarks/specs/<name>.yaml (see benchmarks/sweep/expand.py for the format). Finished runs
 are reused, so running the same command again continues an interrupted sweep. Each run's outcome
 is appended to <results>/sweeps/<spec>_<profile>.jsonl; tables read it to mark cells that failed,
 diverged or whose dataset is not on this machine.
@@ -21,7 +20,8 @@ file (--params-file, else the profile's or the spec's params_file), which the ru
 cell whose dataset is not on this machine is skipped with a note. Running it again resumes.
 
 Exit codes: 0 every run finished (completed, diverged or its dataset unavailable: each is shown in
-the table), 1 some run (or, with --tune, some study) failed, 2 bad input.
+the table), 1 some run (or, with --tune, some study) failed, or a results file could not be written
+(e.g. a full disk: one line names it; finished runs stay finished), 2 bad input.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ import sys
 from pathlib import Path
 
 from algorithms import ConfigError, UnknownNameError
-from benchmarks.config import parse_assignments as parse_kv
-from benchmarks.launchers import LAUNCHERS
-from benchmarks.runs import check_writable
-from benchmarks.sweep import expand, load_spec, profile_names, run_configs, spec_names, status_file
+from benchmarks.run.config import parse_assignments as parse_kv
+from benchmarks.sweep.launchers import LAUNCHERS
+from benchmarks.common.files import check_writable
+from benchmarks.sweep.expand import expand, load_spec, profile_names, run_configs, spec_names, status_file
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, UnknownNameError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. the status file on a full disk (WriteFailed names it)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 1 if tune_failed or any(o["status"] == "failed" for o in outcomes) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

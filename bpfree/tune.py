@@ -1,18 +1,20 @@
-#!/usr/bin/env python
 """Tune one algorithm on one dataset and architecture with Optuna (TPE, median pruning, early stopping).
 
-    python scripts/tune.py -a mf -d fmnist --widths 1000,1000 --epochs 20 --patience 5 --trials 30
-    python scripts/tune.py -a mf -d fmnist --widths 1000,1000 --epochs 20 --patience 5 --trials 30   # resumes
-    python scripts/tune.py ... --storage postgresql://user@host/db --worker-id 1   # one of many workers
+    bpfree tune -a mf -d fmnist --widths 1000,1000 --epochs 20 --patience 5 --trials 30
+    bpfree tune -a mf -d fmnist --widths 1000,1000 --epochs 20 --patience 5 --trials 30   # resumes
+    bpfree tune ... --storage postgresql://user@host/db --worker-id 1   # one of many workers
 
-Every flag of scripts/run_experiment.py sets the base config (epochs and patience are the budget of
+Every flag of bpfree run sets the base config (epochs and patience are the budget of
 each trial; the algorithm's search space, algorithms/search_spaces.py, sets the rest). The objective
 is the best epoch's validation accuracy. Writes results/studies/<study>.log (the study), <study>/runs/
 (one run folder per trial), <study>.csv (all trials), <study>.best.json, and the best settings into
 the params file under "<algorithm>/<dataset>/<label>". Watch a study live:
 optuna-dashboard results/studies/<study>.log
 
-Exit codes: 0 done, 2 bad input or missing data, 4 the study exists with another base config.
+Exit codes: 0 done, 1 a file of the study could not be written (e.g. a full disk: one line names it;
+resuming later retries the failed trials, the defaults trial too), 2 bad input or missing data (a
+study name that is not a plain file name of at most 100 characters, a --storage that is a folder or
+not a journal, a database that does not answer), 4 the study exists with another base config.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from run_experiment import build_parser as experiment_parser, config_from_args  # scripts/ is on sys.path
+from bpfree.run import build_parser as experiment_parser, config_from_args
 
 from algorithms import ConfigError, UnknownNameError
 from benchmarks.datasets import DatasetUnavailable
-from benchmarks.runs import check_writable
+from benchmarks.common.files import check_writable
 from benchmarks.tuning import HEARTBEAT_INTERVAL, PARAMS_FILE, STUDIES_DIR, TuningError, tune
 
 
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.list:
-        from run_experiment import main as experiment_main
+        from bpfree.run import main as experiment_main
         return experiment_main(["--list"])
     if args.trials is None:
         parser.error("--trials N is required")
@@ -78,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     except TuningError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 4
+    except OSError as exc:  # a study or run file could not be written (WriteFailed names it)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0 if outcome is not None else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

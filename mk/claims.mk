@@ -12,10 +12,10 @@
 
 # one thread a process: the parallel experiment measures processes on cores, and the machine is shared
 reproduce-claims: venv
-	OMP_NUM_THREADS=1 $(PY) scripts/claims.py all --profile $(PROFILE)
+	OMP_NUM_THREADS=1 $(BPFREE) claims all --profile $(PROFILE)
 
 reproduce-claims-hotplug reproduce-claims-damage reproduce-claims-parallel: reproduce-claims-%: venv
-	OMP_NUM_THREADS=1 $(PY) scripts/claims.py $* --profile $(PROFILE)
+	OMP_NUM_THREADS=1 $(BPFREE) claims $* --profile $(PROFILE)
 
 claims: venv
-	$(PY) scripts/claims.py --from-results
+	$(BPFREE) claims --from-results

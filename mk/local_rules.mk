@@ -18,4 +18,4 @@ reproduce-local-cost: venv
 reproduce-local: reproduce-sff reproduce-fg reproduce-local-cost
 
 local-tables: venv
-	$(PY) scripts/plots.py --only sff fg local_cost
+	$(BPFREE) plots --only sff fg local_cost

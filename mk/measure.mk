@@ -7,8 +7,8 @@
 .PHONY: reproduce-table4 reproduce-table5 reproduce-fig1 reproduce-fig2 reproduce-fig3 reproduce-fig4 reproduce-fig5 plots
 
 reproduce-table4: venv
-	$(PY) scripts/measure_latency.py --profile $(PROFILE)
-	$(PY) scripts/plots.py --only table4
+	$(BPFREE) latency --profile $(PROFILE)
+	$(BPFREE) plots --only table4
 
 reproduce-table5: venv
 	$(call SWEEP,table5,table5)
@@ -26,4 +26,4 @@ reproduce-fig5: venv
 	$(call SWEEP,fig5,fig5)
 
 plots: venv
-	$(PY) scripts/plots.py
+	$(BPFREE) plots

@@ -20,11 +20,11 @@ reproduce-table3: venv
 reproduce-tables: reproduce-table3 reproduce-table6 reproduce-table2 reproduce-table1
 
 tables: venv
-	$(PY) scripts/plots.py --only table1 table2 table3 table6
+	$(BPFREE) plots --only table1 table2 table3 table6
 
 # The claim-by-claim report (benchmarks/report.py): every claim of the paper and the energy study,
 # published figure, ours, protocol and verdict, from results/ alone (after the tables are written).
 .PHONY: report
 report: venv
-	$(PY) scripts/plots.py
-	$(PY) scripts/report.py
+	$(BPFREE) plots
+	$(BPFREE) report

@@ -1,4 +1,4 @@
-# Hyperparameter tuning with Optuna (benchmarks/tuning/, scripts/tune.py).
+# Hyperparameter tuning with Optuna (benchmarks/tuning/, bpfree tune).
 #   make tune ALGO=mf DATASET=fmnist WIDTHS=1000,1000 [PROFILE=quick|paper] [TUNE_TRIALS=N] [TUNE_ARGS=...]
 #       one study; the same command again resumes it; TUNE_ARGS="--storage postgresql://... --worker-id 1"
 #       makes this one of many workers
@@ -25,7 +25,7 @@ endif
 .PHONY: tune tune-fmnist-mf-bp tune-dashboard
 
 tune: venv
-	$(PY) scripts/tune.py -a $(ALGO) -d $(DATASET) --widths $(WIDTHS) $(TUNE_BUDGET) --trials $(TUNE_TRIALS) \
+	$(BPFREE) tune -a $(ALGO) -d $(DATASET) --widths $(WIDTHS) $(TUNE_BUDGET) --trials $(TUNE_TRIALS) \
 		--measure time,memory --quiet $(TUNE_ARGS)
 
 tune-fmnist-mf-bp: venv
@@ -56,5 +56,5 @@ endif
 .PHONY: reproduce-energy-study
 
 reproduce-energy-study: venv
-	$(PY) scripts/sweep.py energy_study --profile $(PROFILE) --tune $(ENERGY_STUDY_TRIALS) --run $(SWEEP_ARGS); \
-	status=$$?; $(PY) scripts/plots.py --only energy_study --profile $(PROFILE) && exit $$status
+	$(BPFREE) sweep energy_study --profile $(PROFILE) --tune $(ENERGY_STUDY_TRIALS) --run $(SWEEP_ARGS); \
+	status=$$?; $(BPFREE) plots --only energy_study --profile $(PROFILE) && exit $$status

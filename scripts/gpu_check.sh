@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check (issue 13): every CUDA and NVML path and as much of the paper profiles as fits, on one
 # CUDA GPU, within 8 minutes all told. Each step runs in its own process under `timeout` with its own
-# budget (scripts/gpu_check.py --list), in an order that keeps a cut-off check useful: the CUDA/NVML
+# budget (bpfree gpu-check --list), in an order that keeps a cut-off check useful: the CUDA/NVML
 # tests, Table 5 with NVML energy, the Figure 3 slopes from the CUDA allocator, then Table 3's 2x1000
 # group and Table 2 seed by seed, then the tables. A step that fails or runs out of time never stops
 # the next one.
@@ -43,7 +43,7 @@ failed=0
 while read -r step budget; do
   echo "== $step (budget ${budget} s)" | tee -a "$LOG"
   # the hard stop: the step's own budget plus a little for Python's start; the step stops itself before
-  timeout --kill-after=5 $((budget + 5)) "$PYTHON" scripts/gpu_check.py "$step" --budget "$budget" \
+  timeout --kill-after=5 $((budget + 5)) "$PYTHON" -m bpfree gpu-check "$step" --budget "$budget" \
     --results "$RESULTS" $DRY 2>&1 | tee -a "$LOG"
   rc=${PIPESTATUS[0]}
   if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
@@ -55,7 +55,7 @@ while read -r step budget; do
       break
     fi
   fi
-done < <("$PYTHON" scripts/gpu_check.py --list)
+done < <("$PYTHON" -m bpfree gpu-check --list)
 echo "gpu check done in $(( $(date +%s) - start )) s; steps: $RESULTS/gpu_check/steps.jsonl" | tee -a "$LOG"
 
 if [ -n "${OUT:-}" ] && [ -d "${OUT}" ]; then

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import accuracy_tables as at
+from benchmarks.tables import accuracy as at
 from benchmarks.reference import PAPER_DATASET, load_reference
-from benchmarks.runs import iter_runs, load_run
-from benchmarks.sweep import SPECS_DIR, expand, latest_statuses, load_spec, run_key, status_file
+from benchmarks.run.folders import iter_runs, load_run
+from benchmarks.sweep.expand import SPECS_DIR, expand, latest_statuses, load_spec, run_key, status_file
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tables"
 RESULTS = FIXTURE / "results"
@@ -43,14 +43,14 @@ Test accuracy (%) at the epoch with the best validation accuracy (patience: epoc
 """
 
 EXPECTED_CSV = """\
-table,profile,network,paper_arch,dataset,paper_dataset,row,algorithm,mode,published_mean,published_std,mean,std,n,seeds,difference,note,by_test_mean,by_test_std
-tables_fixture,quick,2x32,mlp 2x32 relu,digits,digits,BP,bp,output,96.5,0.3,85.9722,2.5534,2,2,-10.5278,,85.9722,2.5534
-tables_fixture,quick,2x32,mlp 2x32 relu,digits,digits,MF (FF pred),mf,ff,97.0,0.2,83.8889,,1,2,-13.1111,"1 of 2 seeds; diverged (seed 1, epoch 2)",83.8889,
-tables_fixture,quick,2x32,mlp 2x32 relu,digits,digits,MF layer 1,mf,layer1,,,85.8333,,1,2,,"not reported for this network; 1 of 2 seeds; diverged (seed 1, epoch 2)",85.8333,
-tables_fixture,quick,2x32,mlp 2x32 relu,breast_cancer,breast-cancer,BP,bp,output,97.37,0.0,93.8596,,1,2,-3.5104,1 of 2 seeds; failed (seed 1): RuntimeError: simulated failure for the fixture,95.614,
-tables_fixture,quick,2x32,mlp 2x32 relu,breast_cancer,breast-cancer,MF (FF pred),mf,ff,97.37,0.0,92.9825,,1,2,-4.3875,1 of 2 seeds; not run yet (seed 1),92.9825,
-tables_fixture,quick,2x32,mlp 2x32 relu,breast_cancer,breast-cancer,MF layer 1,mf,layer1,,,92.9825,,1,2,,not in the paper; 1 of 2 seeds; not run yet (seed 1),92.9825,
-tables_fixture,quick,2x32,mlp 2x32 relu,cifar100,cifar100,BP,bp,output,42.1,0.03,,,0,2,,dataset unavailable here,,
+table,profile,network,paper_arch,dataset,paper_dataset,row,algorithm,mode,published_mean,published_std,mean,std,n,seeds,difference,note,by_test_mean,by_test_std,values
+tables_fixture,quick,2x32,mlp 2x32 relu,digits,digits,BP,bp,output,96.5,0.3,85.9722,2.5534,2,2,-10.5278,,85.9722,2.5534,0:87.7778;1:84.1667
+tables_fixture,quick,2x32,mlp 2x32 relu,digits,digits,MF (FF pred),mf,ff,97.0,0.2,83.8889,,1,2,-13.1111,"1 of 2 seeds; diverged (seed 1, epoch 2)",83.8889,,0:83.8889
+tables_fixture,quick,2x32,mlp 2x32 relu,digits,digits,MF layer 1,mf,layer1,,,85.8333,,1,2,,"not reported for this network; 1 of 2 seeds; diverged (seed 1, epoch 2)",85.8333,,0:85.8333
+tables_fixture,quick,2x32,mlp 2x32 relu,breast_cancer,breast-cancer,BP,bp,output,97.37,0.0,93.8596,,1,2,-3.5104,1 of 2 seeds; failed (seed 1): RuntimeError: simulated failure for the fixture,95.614,,0:93.8596
+tables_fixture,quick,2x32,mlp 2x32 relu,breast_cancer,breast-cancer,MF (FF pred),mf,ff,97.37,0.0,92.9825,,1,2,-4.3875,1 of 2 seeds; not run yet (seed 1),92.9825,,0:92.9825
+tables_fixture,quick,2x32,mlp 2x32 relu,breast_cancer,breast-cancer,MF layer 1,mf,layer1,,,92.9825,,1,2,,not in the paper; 1 of 2 seeds; not run yet (seed 1),92.9825,,0:92.9825
+tables_fixture,quick,2x32,mlp 2x32 relu,cifar100,cifar100,BP,bp,output,42.1,0.03,,,0,2,,dataset unavailable here,,,
 """
 
 
@@ -93,6 +93,18 @@ def test_a_cell_is_the_mean_of_each_seeds_test_accuracy_at_its_best_validation_e
     assert cell["n"] == 2 and cell["mean"] == pytest.approx(statistics.fmean(values))
     assert cell["std"] == pytest.approx(statistics.stdev(values))
     assert cell["difference"] == pytest.approx(cell["mean"] - 96.5)
+    # the CSV's values column: the same seeds' values, by seed, for pairing two rows seed by seed
+    from benchmarks.tables.accuracy_render import parse_seed_values
+    assert parse_seed_values(cell["values"]) == {0: pytest.approx(values[0], abs=1e-4), 1: pytest.approx(values[1], abs=1e-4)}
+
+
+def test_the_values_column_lists_only_the_seeds_that_completed():
+    spec = small_spec()
+    configs = at.expected_runs(spec, "quick")[0][1]
+    runs = [completed(configs[0], output=90.123456), completed(configs[2], output=92.0)]
+    [row] = at.table_rows(spec, "quick", runs, {}, [])
+    assert row["values"] == "0:90.1235;2:92.0" and row["n"] == 2
+    assert at.table_rows(spec, "quick", [], {}, [])[0]["values"] == ""
 
 
 def test_fixture_table_latex_is_a_booktabs_tabular(fixture_table):
@@ -226,7 +238,7 @@ def test_profile_line_names_per_algorithm_caps_and_dataset_settings():
 
 
 def test_a_tuned_table_says_which_cells_were_tuned_and_the_trials_budget(tmp_path):
-    from benchmarks.params_file import describe_tuning
+    from benchmarks.sweep.params_file import describe_tuning
 
     params = tmp_path / "params.json"
     params.write_text(json.dumps({"bp/digits/1x8": {"batch_size": 32}, "mf/digits/1x8": {"batch_size": 64}}))
@@ -262,7 +274,8 @@ def test_every_spec_loads_and_expands_for_every_profile(path, tmp_path):
                     assert resolved.hparams["lr"] == FFHParams().lr
 
 
-TABLE_SPECS = [p for p in SPEC_FILES if "rows" in load_spec(p)]
+# the accuracy tables of a paper (the fair spec has rows too, but no published table: benchmarks/report/fair.py)
+TABLE_SPECS = [p for p in SPEC_FILES if "rows" in load_spec(p) and "reference" in load_spec(p)]
 
 
 def test_there_are_accuracy_table_specs():
@@ -291,10 +304,10 @@ def test_table_spec_rows_and_networks_are_the_papers(path):
     assert {(r["algorithm"], r["architecture"], r["dataset"]) for r in reference} <= cells
 
 
-# -- scripts/plots.py ----------------------------------------------------------------------------
+# -- bpfree plots ----------------------------------------------------------------------------
 
 def test_plots_writes_an_accuracy_table_and_prints_it(tmp_path, capsys):
-    from scripts.plots import main
+    from bpfree.plots import main
 
     assert main(["--results", str(RESULTS), "--out", str(tmp_path), "--only", "table3"]) == 0
     out = capsys.readouterr().out
@@ -306,7 +319,7 @@ def test_plots_writes_an_accuracy_table_and_prints_it(tmp_path, capsys):
 
 
 def test_plots_profile_option_selects_that_profiles_runs(tmp_path, capsys):
-    from scripts.plots import Picker, main
+    from bpfree.plots import Picker, main
 
     spec = load_spec("fig4")
     [(_, configs)] = expand(spec, "quick")

@@ -15,8 +15,8 @@ from torch.nn.grad import conv2d_input, conv2d_weight
 from algorithms import ALGORITHMS, ConfigError
 from algorithms.fa import FALocal2d
 from algorithms.local import LocallyConnected2d, same_padding
-from benchmarks.config import ExperimentConfig
-from benchmarks.runner import run_experiment
+from benchmarks.run.config import ExperimentConfig
+from benchmarks.run.runner import run_experiment
 
 LR = 0.1
 SGD = {"optimizer": "sgd", "lr": LR, "momentum": 0.0}

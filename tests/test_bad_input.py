@@ -19,7 +19,7 @@ FAST = ["--epochs", "1", "--widths", "8", "--quiet"]
 
 def run(script, *args, env=None):
     full_env = dict(os.environ, BPFREE_NO_DOWNLOAD="1", **(env or {}))
-    return subprocess.run([sys.executable, f"scripts/{script}", *map(str, args)], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "bpfree", script, *map(str, args)], cwd=ROOT, capture_output=True,
                           text=True, timeout=300, env=full_env)
 
 
@@ -52,7 +52,7 @@ def corrupt(kind, folder):
 def test_corrupt_data_file(tmp_path, kind, fragment):
     make_mnist_folder(tmp_path / "data")
     corrupt(kind, tmp_path / "data")
-    proc = run("run_experiment.py", "-d", "mnist", "--data-dir", tmp_path / "data", "--results-dir",
+    proc = run("run", "-d", "mnist", "--data-dir", tmp_path / "data", "--results-dir",
                tmp_path / "runs", *FAST, env={"BPFREE_CACHE_DIR": str(tmp_path / "cache")})
     assert_one_line_exit_2(proc, fragment)
     assert not (tmp_path / "runs").exists()
@@ -60,11 +60,11 @@ def test_corrupt_data_file(tmp_path, kind, fragment):
 
 def test_corrupt_image_zip_and_csv(tmp_path):
     (tmp_path / "images.zip").write_bytes(b"PK\x03\x04 not really a zip")
-    proc = run("run_experiment.py", "-d", f"imagefolder:{tmp_path / 'images.zip'}", "--results-dir",
+    proc = run("run", "-d", f"imagefolder:{tmp_path / 'images.zip'}", "--results-dir",
                tmp_path / "runs", *FAST, env={"BPFREE_CACHE_DIR": str(tmp_path / "cache")})
     assert_one_line_exit_2(proc, "is not a readable zip file")
     (tmp_path / "t.csv").write_text("a,b,label\n1,x,0\n2,y,1\n")
-    proc = run("run_experiment.py", "-d", f"csv:{tmp_path / 't.csv'}", "--results-dir", tmp_path / "runs", *FAST)
+    proc = run("run", "-d", f"csv:{tmp_path / 't.csv'}", "--results-dir", tmp_path / "runs", *FAST)
     assert_one_line_exit_2(proc, "column 'b' is not numeric")
     assert not (tmp_path / "runs").exists()
 
@@ -80,7 +80,7 @@ def test_corrupt_image_zip_and_csv(tmp_path):
 ])
 def test_unreadable_config_file(tmp_path, name, text, fragment):
     (tmp_path / name).write_text(text)
-    proc = run("run_experiment.py", "--config", tmp_path / name, "--results-dir", tmp_path / "runs", "--quiet")
+    proc = run("run", "--config", tmp_path / name, "--results-dir", tmp_path / "runs", "--quiet")
     assert_one_line_exit_2(proc, fragment)
     assert not (tmp_path / "runs").exists()
 
@@ -102,7 +102,7 @@ def test_unreadable_config_file(tmp_path, name, text, fragment):
     (["--device", "tpu"], "device must be auto, cpu or cuda[:N]"),
 ])
 def test_wrong_type_or_out_of_range(tmp_path, args, fragment):
-    proc = run("run_experiment.py", *args, "--results-dir", tmp_path / "runs", "--quiet")
+    proc = run("run", *args, "--results-dir", tmp_path / "runs", "--quiet")
     assert_one_line_exit_2(proc, fragment)
     assert not (tmp_path / "runs").exists()
 
@@ -115,7 +115,7 @@ def test_wrong_type_in_a_config_file(tmp_path):
                            ("measure: time\n", "measure must be a list of strings"),
                            ("hparams: fast\n", "hparams must be a mapping")):
         (tmp_path / "c.yaml").write_text(text)
-        proc = run("run_experiment.py", "--config", tmp_path / "c.yaml", "--results-dir", tmp_path / "runs", "--quiet")
+        proc = run("run", "--config", tmp_path / "c.yaml", "--results-dir", tmp_path / "runs", "--quiet")
         assert_one_line_exit_2(proc, fragment)
     assert not (tmp_path / "runs").exists()
 
@@ -124,9 +124,9 @@ def test_wrong_type_in_a_config_file(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_cuda(tmp_path):
-    proc = run("run_experiment.py", "--device", "cuda", "--results-dir", tmp_path / "runs", "--quiet")
+    proc = run("run", "--device", "cuda", "--results-dir", tmp_path / "runs", "--quiet")
     assert_one_line_exit_2(proc, "no CUDA device is available here")
-    proc = run("measure_latency.py", "--device", "cuda", "--dataset", "digits", "--out", tmp_path / "lat")
+    proc = run("latency", "--device", "cuda", "--dataset", "digits", "--out", tmp_path / "lat")
     assert_one_line_exit_2(proc, "no CUDA device is available here")
     assert not (tmp_path / "runs").exists() and not (tmp_path / "lat").exists()
 
@@ -135,13 +135,13 @@ def test_cuda_without_cuda(tmp_path):
 
 def test_results_folder_that_is_a_file(tmp_path):
     (tmp_path / "file").write_text("x")
-    proc = run("run_experiment.py", "--results-dir", tmp_path / "file" / "runs", *FAST)
+    proc = run("run", "--results-dir", tmp_path / "file" / "runs", *FAST)
     assert_one_line_exit_2(proc, "is a file, not a folder")
-    proc = run("sweep.py", "fig3", "--results", tmp_path / "file")
+    proc = run("sweep", "fig3", "--results", tmp_path / "file")
     assert_one_line_exit_2(proc, "is a file, not a folder")
-    proc = run("measure_latency.py", "--dataset", "digits", "--out", tmp_path / "file")
+    proc = run("latency", "--dataset", "digits", "--out", tmp_path / "file")
     assert_one_line_exit_2(proc, "is a file, not a folder")
-    proc = run("tune.py", "-a", "bp", "--trials", "1", "--studies-dir", tmp_path / "file")
+    proc = run("tune", "-a", "bp", "--trials", "1", "--studies-dir", tmp_path / "file")
     assert_one_line_exit_2(proc, "is a file, not a folder")
     assert (tmp_path / "file").read_text() == "x"
 
@@ -150,31 +150,31 @@ def test_results_folder_that_is_a_file(tmp_path):
 def test_results_folder_that_cannot_be_written(tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
-    proc = run("run_experiment.py", "--results-dir", locked / "runs", *FAST)
+    proc = run("run", "--results-dir", locked / "runs", *FAST)
     assert_one_line_exit_2(proc, "is not writable here")
 
 
 # -- the other entry points ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("script, args, fragment", [
-    ("tune.py", ["-a", "bp", "--trials", "0"], "--trials must be >= 1"),
-    ("tune.py", ["-a", "bp", "--trials", "1", "--hp", "lr=abc"], "lr must be a finite number"),
-    ("tune.py", ["-a", "bp"], "--trials N is required"),
-    ("measure_latency.py", ["--threads", "0"], "--threads must be >= 1"),
-    ("measure_latency.py", ["--profile", "slow"], "invalid choice: 'slow'"),
-    ("measure_latency.py", ["--dataset", "mnits"], "unknown dataset 'mnits'"),
-    ("compare.py", ["--widths", "a,b"], "--widths takes comma-separated integers"),
-    ("compare.py", ["--algorithms", "bp,xx"], "unknown algorithm 'xx'"),
-    ("compare.py", ["--epochs", "0"], "epochs must be a positive integer"),
-    ("compare.py", ["--epochs", "x"], "invalid int value: 'x'"),
-    ("sweep.py", ["table3", "--jobs", "0"], "--jobs must be >= 1"),
-    ("sweep.py", ["table3", "--jobs", "x"], "invalid int value: 'x'"),
-    ("plots.py", ["--only", "fig9"], "invalid choice: 'fig9'"),
+    ("tune", ["-a", "bp", "--trials", "0"], "--trials must be >= 1"),
+    ("tune", ["-a", "bp", "--trials", "1", "--hp", "lr=abc"], "lr must be a finite number"),
+    ("tune", ["-a", "bp"], "--trials N is required"),
+    ("latency", ["--threads", "0"], "--threads must be >= 1"),
+    ("latency", ["--profile", "slow"], "invalid choice: 'slow'"),
+    ("latency", ["--dataset", "mnits"], "unknown dataset 'mnits'"),
+    ("compare", ["--widths", "a,b"], "--widths takes comma-separated integers"),
+    ("compare", ["--algorithms", "bp,xx"], "unknown algorithm 'xx'"),
+    ("compare", ["--epochs", "0"], "epochs must be a positive integer"),
+    ("compare", ["--epochs", "x"], "invalid int value: 'x'"),
+    ("sweep", ["table3", "--jobs", "0"], "--jobs must be >= 1"),
+    ("sweep", ["table3", "--jobs", "x"], "invalid int value: 'x'"),
+    ("plots", ["--only", "fig9"], "invalid choice: 'fig9'"),
 ])
 def test_other_entry_points(tmp_path, script, args, fragment):
-    extra = {"tune.py": ["--studies-dir", tmp_path / "studies"], "measure_latency.py": ["--out", tmp_path / "lat"],
-             "compare.py": ["--results-dir", tmp_path / "demo"], "sweep.py": ["--results", tmp_path / "res"],
-             "plots.py": ["--out", tmp_path / "plots"]}[script]
+    extra = {"tune": ["--studies-dir", tmp_path / "studies"], "latency": ["--out", tmp_path / "lat"],
+             "compare": ["--results-dir", tmp_path / "demo"], "sweep": ["--results", tmp_path / "res"],
+             "plots": ["--out", tmp_path / "plots"]}[script]
     proc = run(script, *args, *extra)
     assert_one_line_exit_2(proc, fragment)
     assert not any(tmp_path.iterdir())
@@ -185,7 +185,7 @@ def test_invalid_sweep_spec(tmp_path):
                            ("name: x\nprofiles: {quick: {}}\ngroups: 3\n", "groups must be a list"),
                            ("- 1\n", "must hold a mapping")):
         (tmp_path / "spec.yaml").write_text(text)
-        proc = run("sweep.py", tmp_path / "spec.yaml", "--results", tmp_path / "res")
+        proc = run("sweep", tmp_path / "spec.yaml", "--results", tmp_path / "res")
         assert_one_line_exit_2(proc, fragment)
     assert not (tmp_path / "res").exists()
 
@@ -194,7 +194,7 @@ def test_tune_studies_dir_holds_the_params_file(tmp_path):
     pytest.importorskip("optuna")
     default = ROOT / "results" / "studies" / "best_params.json"
     before = default.stat().st_mtime_ns if default.exists() else None
-    proc = run("tune.py", "-a", "bp", "--widths", "8", "--epochs", "1", "--trials", "1", "--studies-dir",
+    proc = run("tune", "-a", "bp", "--widths", "8", "--epochs", "1", "--trials", "1", "--studies-dir",
                tmp_path / "studies", "--quiet")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "studies" / "best_params.json").exists()

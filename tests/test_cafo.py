@@ -289,8 +289,8 @@ def test_prediction_modes_sum_the_blocks_distributions():
     ("cafo-dfa", {"loss": "ce", "lr": 3e-3}, 4, 85.0),
 ])
 def test_learns_digits(tmp_path, algorithm, hparams, epochs, minimum):
-    from benchmarks.config import ExperimentConfig
-    from benchmarks.runner import run_experiment
+    from benchmarks.run.config import ExperimentConfig
+    from benchmarks.run.runner import run_experiment
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

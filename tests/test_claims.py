@@ -9,13 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
 
 from algorithms import ConfigError
 from benchmarks.claims import common, damage, hotplug, parallel, report
-from benchmarks.config import ExperimentConfig
-from benchmarks.runner import CHECKPOINT, run_experiment
+from benchmarks.run.config import ExperimentConfig
+from benchmarks.run.runner import CHECKPOINT, run_experiment
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -148,6 +149,60 @@ def test_damage_study_small(small_profile, tmp_path):
     assert len(list((tmp_path / "claims" / "runs").glob("*/model.pt"))) == 4
 
 
+
+def fake_damage_result(settings: dict) -> dict:
+    """A damage result as ``damage.run`` writes it, without training: two datasets, a 2- and a 3-layer net, every
+    layer damaged (so the 2-layer nets lack a layer 3)."""
+    names = damage.damage_names(settings)
+    runs = []
+    for d in settings["datasets"]:
+        for widths in settings["nets"]:
+            for alg in ("mf", "bp"):
+                def acc(v, k):
+                    return {"output": v} if alg == "bp" else {"ff": v, "upto": v, "below": None if k == 1 else 90.0}
+                layers = {}
+                for k in range(1, len(widths) + 1):
+                    damages = {n: {"no_retraining": acc(80.0 - i, k)} for i, n in enumerate(names)}
+                    for n in settings["retrain"]:
+                        damages[n]["retraining"] = [{"epoch": e, "test_acc": 90.0 + e, "time_s": 1.0, **acc(90.0 + e, k)}
+                                                    for e in range(1, settings["retrain_epochs"] + 1)]
+                    layers[str(k)] = {"damages": damages, "undamaged": acc(95.0, k)}
+                runs.append({"algorithm": alg, "dataset": d, "widths": widths, "layers": layers, "epochs": 2})
+    return {"experiment": "damage", "profile": "small", "device": "cpu", "torch": torch.__version__, "threads": 1,
+            "settings": settings, "runs": runs}
+
+
+def test_damage_figures_are_two_grids_with_one_legend_each(small_profile, tmp_path):
+    settings = dict(SMALL["damage"], datasets=["digits", "other"], layers=[1, 2, 3])
+    r = fake_damage_result(settings)
+    figs = report.RENDER["damage"][1](r)
+    assert set(figs) == {"", "_retraining"}  # no retraining, and retraining, in two figures
+    rows = [("digits", "2x48"), ("digits", "3x48"), ("other", "2x48"), ("other", "3x48")]
+    for suffix, fig in figs.items():
+        assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in fig.axes), suffix  # one shared legend
+        grid = fig.axes[0].get_subplotspec().get_gridspec()
+        assert (grid.nrows, grid.ncols) == (len(rows), 3), suffix  # a row per (dataset, network), a column per layer
+        on = [ax for ax in fig.axes if ax.axison]
+        assert [ax.get_title() for ax in on] == [f"{d} {net}, layer {k}" for d, net in rows
+                                                 for k in range(1, int(net[0]) + 1)], suffix
+        assert all(ax.get_ylim() == (0, 100) for ax in on), suffix
+        assert len(fig.axes) - len(on) == 2  # the 2-layer nets' layer-3 cells are off
+        fig.canvas.draw()
+        title = fig._suptitle.get_window_extent()
+        assert not any(title.overlaps(ax.title.get_window_extent()) for ax in on), suffix
+    labels = [t.get_text() for t in figs[""].legends[0].get_texts()]
+    assert labels == ["BP (damaged stack)", "MF all layers (damaged stack)", "MF layers below k (undamaged)"]
+    labels = [t.get_text() for t in figs["_retraining"].legends[0].get_texts()]
+    assert labels == [f"{a} {n}" for n in ("reinit",) for a in ("BP", "MF")]
+    for fig in figs.values():
+        plt.close(fig)
+    # write_all saves both under the experiment's name and the profile's, the second with its suffix
+    common.write_result(tmp_path, "damage", "small", r)
+    notes = report.write_all(tmp_path, tmp_path / "out", experiments=["damage"])
+    assert {Path(n).name for n in notes} == {"claims_damage.md", *(f"claims_damage_small{s}.{e}" for s in
+                                                                   ("", "_retraining") for e in ("png", "pdf"))}
+    assert report.damage_md(r) in (tmp_path / "out" / "tables" / "claims_damage.md").read_text()
+
 # -- layer-parallel MF -----------------------------------------------------------------------------
 
 def test_stage_bounds():
@@ -200,7 +255,7 @@ def test_experiments_and_tables_from_results(small_profile, tmp_path):
 
 def test_cli_bad_input_exits_2(tmp_path):
     def run(*args):
-        return subprocess.run([sys.executable, "scripts/claims.py", *args, "--results", str(tmp_path)], cwd=ROOT,
+        return subprocess.run([sys.executable, "-m", "bpfree", "claims", *args, "--results", str(tmp_path)], cwd=ROOT,
                               capture_output=True, text=True)
     for args, message in ((["hotplug", "--profile", "huge"], "unknown profile 'huge'"),
                           (["damage", "--from-run", str(tmp_path / "nope")], "is not a run folder"),

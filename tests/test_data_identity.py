@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.config import ExperimentConfig, with_implicit_defaults
+from benchmarks.run.config import ExperimentConfig, with_implicit_defaults
 from benchmarks.datasets import dataset_fingerprint, load_dataset
 from benchmarks.datasets.fingerprint import fingerprint_files
-from benchmarks.runner import run_experiment
-from benchmarks.runs import prefer
-from benchmarks.sweep import run_key
+from benchmarks.run.runner import run_experiment
+from benchmarks.run.folders import prefer
+from benchmarks.sweep.expand import run_key
 
 
 @pytest.fixture(autouse=True)

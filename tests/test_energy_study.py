@@ -16,7 +16,6 @@ chosen so that the expected table can be checked by hand:
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 from pathlib import Path
 
@@ -27,10 +26,10 @@ import yaml
 optuna = pytest.importorskip("optuna", reason="optuna is not installed (optional dependency 'tune')")
 
 from algorithms import ALGORITHMS  # noqa: E402
-from benchmarks.energy_study import energy_of, energy_study_table, rows_to_csv, tuning_summary, write_energy_study  # noqa: E402
+from benchmarks.tables.energy_study import energy_of, energy_study_table, rows_to_csv, tuning_summary, write_energy_study  # noqa: E402
 from benchmarks.reference import load_spyra2025  # noqa: E402
-from benchmarks.runs import iter_runs, load_run  # noqa: E402
-from benchmarks.sweep import expand, latest_statuses, load_spec, status_file  # noqa: E402
+from benchmarks.run.folders import iter_runs, load_run  # noqa: E402
+from benchmarks.sweep.expand import expand, latest_statuses, load_spec, status_file  # noqa: E402
 from benchmarks.tuning import spec_cells, tune_spec, untuned_spec  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -237,9 +236,7 @@ def test_tune_spec_gives_every_cell_the_same_budget(tmp_path, monkeypatch):
     # the same command again resumes: no new trials; the command line tunes the same way
     spec_path = tmp_path / "tiny_energy.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
-    cli = importlib.util.spec_from_file_location("sweep_cli", ROOT / "scripts" / "sweep.py")
-    module = importlib.util.module_from_spec(cli)
-    cli.loader.exec_module(module)
+    from bpfree import sweep as module
     assert module.main([str(spec_path), "--profile", "quick", "--tune", "2", "--results",
                         str(tmp_path / "results"), "--datasets", "digits"]) == 0
     # --params-file instead of the profile's own (same file here): tuning resumes, the listing expands

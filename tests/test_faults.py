@@ -18,7 +18,7 @@ RUN = ["-a", "bp", "-d", "digits", "--widths", "64", "--batch-size", "16", "--qu
 
 
 def cli(*args, **kw):
-    return subprocess.Popen([sys.executable, "scripts/run_experiment.py", *map(str, args)], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "bpfree", "run", *map(str, args)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -98,7 +98,7 @@ def test_sweep_killed_at_random_points_loses_and_retrains_nothing(tmp_path):
     results = tmp_path / "results"
     mark = f"BPFREE_FAULT_TEST={tmp_path.name}"
     env = dict(os.environ, BPFREE_FAULT_TEST=tmp_path.name, OMP_NUM_THREADS="1")
-    command = [sys.executable, "scripts/sweep.py", str(spec), "--run", "--jobs", "2", "--results", str(results)]
+    command = [sys.executable, "-m", "bpfree", "sweep", str(spec), "--run", "--jobs", "2", "--results", str(results)]
     rng = random.Random(12)
     finished: dict[str, str] = {}  # run folder -> its done marker's text, as first seen
     kills = 0

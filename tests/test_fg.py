@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from algorithms import ALGORITHMS, ConfigError
-from benchmarks.config import ExperimentConfig
-from benchmarks.runner import run_experiment
+from benchmarks.run.config import ExperimentConfig
+from benchmarks.run.runner import run_experiment
 
 CLASSES = 3
 TINY = {"mlp": ("mlp", {"widths": [5, 4]}, (6,), {}),

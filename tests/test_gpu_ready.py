@@ -23,13 +23,13 @@ import torch
 import benchmarks.measure.cuda_memory as cuda_memory
 import benchmarks.measure.energy as energy
 from algorithms import ALGORITHMS
-from benchmarks.config import ExperimentConfig
-from benchmarks.launchers import gpu_for_slot
+from benchmarks.run.config import ExperimentConfig
+from benchmarks.sweep.launchers import gpu_for_slot
 from benchmarks.measure import METERS, Meter, RunContext
 from benchmarks.measure.base import tensor_bytes
 from benchmarks.measure.memory import SavedTensorCounter
 from benchmarks.measure.nvml import locate_gpu
-from benchmarks.runner import run_experiment
+from benchmarks.run.runner import run_experiment
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -214,7 +214,7 @@ def test_nvml_energy_leaves_out_the_first_epoch(gpu_host, tmp_path, monkeypatch)
 
 
 def test_environment_records_driver_visible_devices_mig_and_tf32(gpu_host, monkeypatch):
-    from benchmarks.environment import describe_environment
+    from benchmarks.run.environment import describe_environment
     import benchmarks.measure.nvml as nvml
     stub = gpu_host(stub_pynvml(), visible="0")
     monkeypatch.setattr(nvml, "import_nvml", lambda: stub)
@@ -417,7 +417,7 @@ def test_gpu_check_dry_run_performs_every_step_and_says_what_it_did(tmp_path):
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     steps = [line.split(" ", 1)[1] for line in out.stdout.splitlines() if line.startswith("[step] ")]
     names = [s.split(":", 1)[0] for s in steps]
-    listed = subprocess.run([sys.executable, "scripts/gpu_check.py", "--list"], cwd=ROOT, capture_output=True,
+    listed = subprocess.run([sys.executable, "-m", "bpfree", "gpu-check", "--list"], cwd=ROOT, capture_output=True,
                             text=True).stdout.split()[::2]
     assert names == listed == ["preflight", "tests", "table5", "fig3", "table3", "table2", "tables"]
     for step in steps:  # every step ran or says why not: nothing skipped silently

@@ -1,8 +1,8 @@
-"""The local-learning cost table (benchmarks/local_cost.py) from hand-made run records."""
+"""The local-learning cost table (benchmarks/tables/local_cost.py) from hand-made run records."""
 
 import pytest
 
-from benchmarks.local_cost import algorithm_label, local_cost_rows, network_label
+from benchmarks.tables.local_cost import algorithm_label, local_cost_rows, network_label
 
 MB = 1e6
 

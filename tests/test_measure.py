@@ -15,13 +15,13 @@ import pytest
 import torch
 
 from algorithms import ALGORITHMS
-from benchmarks.config import ExperimentConfig
-from benchmarks.latency import latency_rows, time_calls
+from benchmarks.run.config import ExperimentConfig
+from benchmarks.measure.latency import latency_rows, time_calls
 from benchmarks.measure import METERS, RunContext
 from benchmarks.measure.energy import NOT_MEASURED, EnergyMeter, import_nvml
 from benchmarks.measure.memory import MeterUnavailable, SavedTensorCounter
 from benchmarks.measure.timing import EpochTimer
-from benchmarks.runner import run_experiment
+from benchmarks.run.runner import run_experiment
 
 FIXTURE = Path(__file__).parent / "fixtures" / "measure" / "results"
 NO_CUDA = "no CUDA device on this machine; the CUDA and NVML paths run where one exists"
@@ -218,7 +218,7 @@ def test_the_deprecated_pynvml_package_is_refused(monkeypatch):
 # -- plotting from the results fixture -----------------------------------------------------------
 
 def test_plots_from_the_fixture_write_every_figure_and_table(tmp_path):
-    from scripts.plots import main
+    from bpfree.plots import main
 
     assert main(["--results", str(FIXTURE), "--out", str(tmp_path)]) == 0
     for name in ("fig1", "fig2", "fig3", "fig4", "fig5"):
@@ -234,7 +234,7 @@ def test_plots_from_the_fixture_write_every_figure_and_table(tmp_path):
 
 
 def test_table5_never_averages_seeds_timed_on_different_machines():
-    from benchmarks.cost_tables import table5_rows
+    from benchmarks.tables.cost import table5_rows
 
     def run(alg, seed, cpu, epoch_s):
         return {"config": {"tag": "table5", "algorithm": alg, "dataset": "mnist", "arch": "mlp", "seed": seed,
@@ -255,7 +255,7 @@ def test_table5_never_averages_seeds_timed_on_different_machines():
 
 
 def test_fitted_slope_and_figure3_data():
-    from benchmarks.figures import depth_data, fit_slope
+    from benchmarks.tables.figures import depth_data, fit_slope
 
     assert fit_slope([1, 2, 3], [10.0, 14.0, 18.0]) == pytest.approx((4.0, 6.0))
     assert fit_slope([2, 2], [1.0, 2.0]) is None
@@ -267,14 +267,14 @@ def test_fitted_slope_and_figure3_data():
 
 
 def test_plots_on_a_missing_results_folder_fail_with_one_line(tmp_path, capsys):
-    from scripts.plots import main
+    from bpfree.plots import main
 
     assert main(["--results", str(tmp_path / "nope")]) == 2
     assert "not found" in capsys.readouterr().err
 
 
 def test_a_run_is_named_by_the_device_it_ran_on():
-    from benchmarks.environment import machine_of
+    from benchmarks.run.environment import machine_of
 
     env = {"cpu_model": "EPYC", "cpu_threads": 2, "gpu_model": "NVIDIA H200"}
     assert machine_of({"environment": dict(env, device="cuda:0")}) == "NVIDIA H200"

@@ -7,15 +7,15 @@ import pytest
 import torch
 
 from algorithms import ALGORITHMS
-from benchmarks.config import ExperimentConfig
-from benchmarks.numerics import autocast, run_numerics
-from benchmarks.runner import run_experiment
+from benchmarks.run.config import ExperimentConfig
+from benchmarks.common.numerics import autocast, run_numerics
+from benchmarks.run.runner import run_experiment
 
 TINY = 1e-40  # a float32 denormal (the smallest normal float32 is about 1.2e-38)
 
 
 def test_denormals_are_flushed_for_the_whole_process_and_in_a_run():
-    import benchmarks.numerics  # noqa: F401  (imported: flushing is on)
+    import benchmarks.common.numerics  # noqa: F401  (imported: flushing is on)
 
     assert (torch.tensor([TINY]) * 1.0).item() == 0.0
     with run_numerics("cpu") as info:

@@ -1,4 +1,4 @@
-"""Tables are a function of the results folder: ``scripts/plots.py`` on the committed results writes
+"""Tables are a function of the results folder: ``bpfree plots`` on the committed results writes
 the committed tables byte for byte, and figures that are byte-identical from one drawing to the next
 (no timestamp or version in their metadata)."""
 
@@ -11,7 +11,7 @@ COMMITTED = ROOT / "results"
 
 
 def plots(out: Path, *only: str) -> None:
-    proc = subprocess.run([sys.executable, "scripts/plots.py", "--results", str(COMMITTED), "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "bpfree", "plots", "--results", str(COMMITTED), "--out", str(out),
                            *(["--only", *only] if only else [])], cwd=ROOT, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def script(*args, env):
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run([sys.executable, "-m", "bpfree", *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
 
 
 def test_quick_table6_end_to_end(tmp_path):
@@ -21,15 +21,15 @@ def test_quick_table6_end_to_end(tmp_path):
     results = tmp_path / "results"
     subset = ["--profile", "quick", "--datasets", "breast_cancer,santander", "--seeds", "0",
               "--results", str(results)]
-    listing = script("scripts/sweep.py", "table6", *subset, env=env)
+    listing = script("sweep", "table6", *subset, env=env)
     assert listing.returncode == 0 and listing.stdout.count("[todo]") == 4, listing.stdout + listing.stderr
-    run = script("scripts/sweep.py", "table6", *subset, "--run", env=env)
+    run = script("sweep", "table6", *subset, "--run", env=env)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "2 completed, 2 unavailable" in run.stdout
-    again = script("scripts/sweep.py", "table6", *subset, "--run", env=env)  # nothing is trained twice
+    again = script("sweep", "table6", *subset, "--run", env=env)  # nothing is trained twice
     assert "2 finished already, 2 to run" in again.stdout and "2 reused" in again.stdout
 
-    table = script("scripts/plots.py", "--only", "table6", "--profile", "quick", "--results", str(results), env=env)
+    table = script("plots", "--only", "table6", "--profile", "quick", "--results", str(results), env=env)
     assert table.returncode == 0, table.stderr
     assert "QUICK profile" in table.stdout
     rows = {(r["dataset"], r["row"]): r for r in csv.DictReader(open(results / "tables" / "table6.csv"))}

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.config import ExperimentConfig
-from benchmarks.runner import RunDiverged, run_experiment
-from benchmarks.runs import read_jsonl
+from benchmarks.run.config import ExperimentConfig
+from benchmarks.run.runner import RunDiverged, run_experiment
+from benchmarks.common.files import read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,12 +63,12 @@ def test_diverging_run_is_recorded_and_raises(results_dir):
 
 
 def cli(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "scripts/run_experiment.py", *args], cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "bpfree", "run", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=300)
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["-a", "mff"], "unknown algorithm 'mff'; choose one of: bp, cafo-dfa, cafo-rand, dfa, fa, ff"),
+    (["-a", "mff"], "unknown algorithm 'mff'; choose one of: bp, bp-ds, cafo-dfa, cafo-rand, dfa, fa, ff"),
     (["-d", "mnits"], "unknown dataset 'mnits'"),
     (["--arch", "transformer"], "unknown architecture 'transformer'"),
     (["--lr", "-1"], "lr must be > 0"),
@@ -85,7 +85,7 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, args, fragment):
 
 
 def test_missing_dataset_exit_2(tmp_path):
-    proc = subprocess.run([sys.executable, "scripts/run_experiment.py", "-d", "fmnist", "--data-dir", str(tmp_path),
+    proc = subprocess.run([sys.executable, "-m", "bpfree", "run", "-d", "fmnist", "--data-dir", str(tmp_path),
                            "--results-dir", str(tmp_path / "runs")], cwd=ROOT, capture_output=True, text=True,
                           env={"BPFREE_NO_DOWNLOAD": "1", "PATH": "/usr/bin:/bin"}, timeout=300)
     assert proc.returncode == 2 and "dataset-fashion-mnist" in proc.stderr
@@ -103,7 +103,7 @@ def test_cli_divergence_exit_3_and_trains_digits(tmp_path):
 
 def test_demo_prints_every_algorithm_side_by_side(tmp_path):
     """The README's first command, on a small network: every algorithm's row and its test accuracy."""
-    proc = subprocess.run([sys.executable, "scripts/compare.py", "--widths", "64", "--epochs", "2",
+    proc = subprocess.run([sys.executable, "-m", "bpfree", "compare", "--widths", "64", "--epochs", "2",
                            "--results-dir", str(tmp_path / "demo")], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr

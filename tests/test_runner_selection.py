@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 
-import benchmarks.runner as runner
-from benchmarks.config import LOCATION_FIELDS, VERDICT_FIELDS, ExperimentConfig
+import benchmarks.run.runner as runner
+from benchmarks.run.config import LOCATION_FIELDS, VERDICT_FIELDS, ExperimentConfig
 from benchmarks.datasets import RawDataset, prepare_splits
-from benchmarks.runs import read_jsonl
+from benchmarks.common.files import read_jsonl
 
 
 def test_validation_rows_never_train_and_every_channel_is_normalised():
@@ -100,7 +100,8 @@ def test_an_unfinished_run_folder_is_trained_again_from_scratch(tmp_path):
 CHANGES = {"algorithm": "fa", "dataset": "breast_cancer", "data_args": None, "arch": "cnn",
            "arch_args": {"widths": [9]}, "hparams": {"lr": 0.002}, "epochs": 3, "batch_size": 32, "seed": 1,
            "val_fraction": 0.2, "train_limit": 100, "test_limit": 50, "patience": 2, "train_eval_limit": 500,
-           "eval_batch_size": 100, "device": None, "measure": ["memory"], "tag": "x", "precision": "bf16"}
+           "eval_batch_size": 100, "device": None, "measure": ["memory"], "tag": "x", "precision": "bf16",
+           "budget": "matched"}
 
 
 def test_run_identity_ignores_location_and_changes_with_every_field_that_matters():

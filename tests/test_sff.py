@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from algorithms import ALGORITHMS, ConfigError
 from algorithms.resnet import BasicBlock
 from algorithms.sff import sff_loss
-from benchmarks.config import ExperimentConfig
-from benchmarks.runner import run_experiment
+from benchmarks.run.config import ExperimentConfig
+from benchmarks.run.runner import run_experiment
 
 LR = 0.1
 SGD = {"optimizer": "sgd", "lr": LR, "momentum": 0.0}

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from algorithms import ConfigError
-from benchmarks.config import ExperimentConfig
-from benchmarks.sweep import (command_for, expand, latest_statuses, load_spec, merge, run_configs, run_dir_of,
+from benchmarks.run.config import ExperimentConfig
+from benchmarks.sweep.expand import (command_for, expand, latest_statuses, load_spec, merge, run_configs, run_dir_of,
                               run_key)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,7 +109,8 @@ def test_command_for_runs_the_same_config(tmp_path):
                            results_dir=str(tmp_path / "runs"), quiet=True)
     command = command_for(cfg)
     assert "--set 'arch_args={\"widths\":[16]}'" in command and "--set train_limit=300" in command
-    proc = subprocess.run(command.replace("python", sys.executable, 1), shell=True, cwd=ROOT,
+    assert command.startswith("bpfree run ")  # the installed command; here through this interpreter
+    proc = subprocess.run(command.replace("bpfree", f"{sys.executable} -m bpfree", 1), shell=True, cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert (run_dir_of(cfg) / "done").exists()
@@ -137,7 +138,7 @@ def test_local_launcher_reports_every_outcome_and_reuses(tmp_path, monkeypatch):
     assert "mnist" in by_key[run_key(configs[3].resolve().to_dict())]["error"].lower()
     assert by_key[run_key(configs[0].resolve().to_dict())]["run_id"] == run_dir_of(configs[0]).name
     assert len(latest_statuses(status)) == 5
-    log = Path(runs).parent / "sweeps" / "logs" / f"{configs[0].resolve().run_id()}.log"
+    log = Path(runs).parent / "sweeps" / "logs" / f"{run_dir_of(configs[0]).name}.log"  # the folder's name
     assert log.exists()
     again = run_configs(configs[:3], dry_run=False, status_path=status, log=lambda *_: None)
     assert sorted(o["status"] for o in again) == ["reused"] * 3  # finished runs, the diverged one too
@@ -153,7 +154,7 @@ def test_submitit_local_launcher(tmp_path):
 
 
 def sweep_cli(*args):
-    return subprocess.run([sys.executable, "scripts/sweep.py", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "bpfree", "sweep", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
 
 
@@ -182,7 +183,7 @@ def test_a_params_entry_tuned_before_its_algorithm_gained_a_hyperparameter_is_re
     import dataclasses
 
     from algorithms import ALGORITHMS
-    from benchmarks.params_file import check_entry_current
+    from benchmarks.sweep.params_file import check_entry_current
 
     fields = {f.name: f.default for f in dataclasses.fields(ALGORITHMS.get("ff").HParams)}
     current = {"batch_size": 64, "hparams": {k: v for k, v in fields.items() if k != "fused"}}

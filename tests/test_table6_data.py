@@ -18,9 +18,9 @@ import torch
 
 from algorithms import ALGORITHMS, ConfigError
 from algorithms.text_models import IMDB_VOCAB_SIZE, PAD_ID, UNKNOWN_ID
-from benchmarks.config import ExperimentConfig
+from benchmarks.run.config import ExperimentConfig
 from benchmarks.datasets import DatasetUnavailable, load_dataset, prepare_splits, text
-from benchmarks.runner import run_experiment
+from benchmarks.run.runner import run_experiment
 
 # --------------------------------------------------------------------------------------------- santander
 

@@ -22,7 +22,7 @@ optuna = pytest.importorskip("optuna", reason="optuna is not installed (optional
 
 from algorithms import ALGORITHMS  # noqa: E402
 from algorithms.search_spaces import common_space, search_space  # noqa: E402
-from benchmarks.config import ExperimentConfig  # noqa: E402
+from benchmarks.run.config import ExperimentConfig  # noqa: E402
 from benchmarks.tuning import (HeartbeatJournalStorage, TuningError, arch_label, database_url, default_params,  # noqa: E402
                                load_params_file, make_storage, trial_config, tune)
 
@@ -206,7 +206,7 @@ def test_median_pruner_stops_a_hopeless_trial(tmp_path):
 HANGING_WORKER = """
 import sys, time
 import benchmarks.tuning.study as tuning
-from benchmarks.config import ExperimentConfig
+from benchmarks.run.config import ExperimentConfig
 tuning.run_experiment = lambda *a, **k: time.sleep(600)  # a trial that is still training when killed
 base = ExperimentConfig(**{cfg})
 tuning.tune(base, 2, studies_dir={studies!r}, params_file=None, heartbeat_interval=1, grace_period=2)
@@ -255,14 +255,13 @@ POSTGRES_URL = os.environ.get("BPFREE_TEST_POSTGRES_URL")
 WORKER = """
 import sys, time
 from pathlib import Path
-sys.path.insert(0, "scripts")
 import benchmarks.tuning.study as tuning
 real = tuning.run_experiment
 def slower(*a, **k):  # each trial takes a moment, so that both workers get a share
     time.sleep(0.3)
     return real(*a, **k)
 tuning.run_experiment = slower
-import tune
+from bpfree import tune
 Path(sys.argv[1]).touch()  # ready
 while not Path(sys.argv[2]).exists():  # start together
     time.sleep(0.05)
@@ -310,7 +309,7 @@ def test_two_workers_fill_one_postgres_study(tmp_path):
 
 
 def test_a_profiles_tune_budget_replaces_the_trials_epochs_and_data():
-    from benchmarks.sweep import load_spec
+    from benchmarks.sweep.expand import load_spec
     from algorithms import ConfigError
     from benchmarks.tuning import spec_cells, trial_budget
 

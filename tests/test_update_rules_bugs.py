@@ -281,3 +281,17 @@ def test_feedback_matrices_are_determined_by_the_seed(name):
     for k in a:
         assert torch.equal(a[k], b[k]), k
         assert not torch.equal(a[k], c[k]), k
+
+
+def test_fa_on_a_cnn_trains_under_bf16_autocast():
+    """The feedback convolution's backward ran a float32 kernel on a bfloat16 gradient and crashed."""
+    from algorithms import ALGORITHMS
+
+    torch.manual_seed(0)
+    trainer = ALGORITHMS.get("fa")((3, 8, 8), 4, "cnn", {"channels": [4, 8]}, {})
+    before = [p.detach().clone() for p in trainer.parameters()]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = trainer.update(torch.randn(16, 3, 8, 8), torch.randint(0, 4, (16,)))
+    assert torch.isfinite(losses["loss"]).all()
+    assert all(p.dtype == torch.float32 for p in trainer.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.parameters()))

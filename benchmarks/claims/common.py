@@ -18,10 +18,10 @@ import torch.nn.functional as F
 
 from algorithms import ALGORITHMS, ConfigError
 from algorithms.base import Trainer, make_optimizer
-from benchmarks.config import ExperimentConfig
+from benchmarks.run.config import ExperimentConfig
 from benchmarks.datasets import Splits, load_dataset, prepare_splits
-from benchmarks.runner import CHECKPOINT, seed_everything
-from benchmarks.runs import read_json, write_json
+from benchmarks.run.runner import CHECKPOINT, seed_everything
+from benchmarks.common.files import read_json, write_json
 
 EXPERIMENTS = ("hotplug", "damage", "parallel")
 

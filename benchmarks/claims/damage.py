@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.runner import run_experiment
+from benchmarks.run.runner import run_experiment
 
 from .common import (EVAL_BATCH, base_config, bp_layer_step, clone, fresh_optimizer, linear_of, mf_local_step,
                      pick_device, profile, test_acc, train_epochs, trainer_from_run, write_result)

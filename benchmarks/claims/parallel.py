@@ -34,6 +34,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from algorithms.base import make_optimizer
+
 from .common import BATCH, batches, load_splits, orders, pick_device, profile, sync, write_result
 
 
@@ -177,7 +179,9 @@ def bp_ddp_worker(rank: int, world: int, spec: dict) -> None:
         return allreduce_hook(None, bucket)
 
     model.register_comm_hook(None, hook)
-    opt = torch.optim.Adam(model.parameters(), lr=trainer.hp.lr)  # BP's optimiser, as make_optimizer builds it
+    # the optimiser every other arm uses (fused Adam, algorithms.base.make_optimizer): a plain Adam here
+    # made this arm's step 47 ms against its own model's 24.6 (an unfair baseline)
+    opt = make_optimizer(model.parameters(), trainer.hp)
     grad = torch.zeros(sum(p.numel() for p in model.parameters()), device=device)
     for _ in range(2):  # warm-up of the all-reduce alone
         dist.all_reduce(grad)
@@ -314,13 +318,19 @@ def run(profile_name: str, results: Path, data_dirs=None, device: str = "auto", 
            "torch": torch.__version__, "threads_per_process": 1, "processes": world, "steps": steps,
            "cores": os.cpu_count(), "backend": "nccl" if dev.type == "cuda" else "gloo",
            "load_average_before": os.getloadavg()[0]}  # other work on the machine: it only ever adds time
-    runs = {"mf_one": [], "bp_one": [], "mf_pipe": [], "bp_ddp": []}
+    runs = {"mf_one": [], "bp_one": [], "mf_one_threaded": [], "bp_one_threaded": [], "mf_pipe": [], "bp_ddp": []}
     started = time.perf_counter()
     for rep in range(prof["repeats"]):  # alternated, so that a busy moment of the machine hits all alike
-        log(f"parallel: repeat {rep + 1}/{prof['repeats']}: one-process MF and BP")
+        log(f"parallel: repeat {rep + 1}/{prof['repeats']}: one-process MF and BP, one thread and {world}")
         mf_one = _trainer(spec, "mf", dev)
         runs["mf_one"].append(_epoch_one_process(mf_one, x, y, epoch_orders, dev))
         runs["bp_one"].append(_epoch_one_process(_trainer(spec, "bp", dev), x, y, epoch_orders, dev))
+        # the other way to use the same cores: one process with as many threads as the arms have processes
+        torch.set_num_threads(world)
+        for algorithm in ("mf", "bp"):
+            runs[f"{algorithm}_one_threaded"].append(
+                _epoch_one_process(_trainer(spec, algorithm, dev), x, y, epoch_orders, dev))
+        torch.set_num_threads(1)
         log(f"parallel: repeat {rep + 1}: MF pipelined on {world} processes, BP with DDP on {world}")
         pipe = spawn(mf_stage, world, spec)
         runs["mf_pipe"].append(pipe)
@@ -349,6 +359,10 @@ def run(profile_name: str, results: Path, data_dirs=None, device: str = "auto", 
     m = out["measured"]
     m["mf_speedup"] = m["mf_one_process_epoch_s"] / m["mf_pipeline_epoch_s"]
     m["bp_speedup"] = m["bp_one_process_epoch_s"] / m["bp_ddp_epoch_s"]
+    for algorithm, arm in (("mf", "mf_pipeline_epoch_s"), ("bp", "bp_ddp_epoch_s")):
+        # the same cores as one process with `world` threads: what a user gets without torch.distributed
+        m[f"{algorithm}_one_process_{world}_threads_epoch_s"] = min(runs[f"{algorithm}_one_threaded"])
+        m[f"{algorithm}_speedup_over_{world}_threads"] = min(runs[f"{algorithm}_one_threaded"]) / m[arm]
     log("parallel: per-block and per-batch-size step times for the model")
     block_s = _block_times(_trainer(spec, "mf", dev), x, y, epoch_orders[0], dev)
     shares = sorted({-(-BATCH // k) for k in range(1, len(block_s) + 1)})

@@ -12,7 +12,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-from benchmarks.figures import save
+from benchmarks.tables.figures import save
 
 from .common import EXPERIMENTS, PROFILES, read_result
 from .damage import damage_names
@@ -183,41 +183,89 @@ def damage_md(r: dict) -> str:
     return "\n".join(lines)
 
 
-def damage_figure(r: dict):
-    pairs = sorted((key, algs) for key, algs in _pairs(r).items() if {"mf", "bp"} <= set(algs))
-    fig, axes = plt.subplots(len(pairs), 2, figsize=(11, 3.3 * len(pairs)), squeeze=False)
-    for ((d, net, k), algs), (left, right) in zip(pairs, axes):
+def _damage_grid(r: dict, what: str, xlabel: str):
+    """The grid both damage figures share: one row per (dataset, network) in run order, one column per damaged
+    layer k; the cells of layers a network lacks are turned off. Returns the figure and {(row, k): axes}."""
+    pairs = {key: algs for key, algs in _pairs(r).items() if {"mf", "bp"} <= set(algs)}
+    rows = list(dict.fromkeys((d, net) for d, net, _ in pairs))  # _pairs keeps the runs' order
+    cols = sorted({k for _, _, k in pairs})
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(max(3.9 * len(cols), 7.0), 2.5 * len(rows) + 1.3),
+                             squeeze=False, sharex=True, sharey=True, layout="constrained")
+    cells = {}
+    for i, (d, net) in enumerate(rows):
+        for j, k in enumerate(cols):
+            if (d, net, k) in pairs:
+                cells[(d, net, k)] = axes[i, j]
+            else:
+                axes[i, j].set_axis_off()
+    for (d, net, k), ax in cells.items():
+        i, j = rows.index((d, net)), cols.index(k)
+        below = any((*row, k) in cells for row in rows[i + 1:])  # the x axis is shared: label the lowest cell
+        left = any((d, net, kk) in cells for kk in cols[:j])
+        ax.tick_params(labelbottom=not below, labelleft=not left, labelsize=7)
+        if not left:
+            ax.set_ylabel("test accuracy (%)", fontsize=8)
+        if not below:
+            ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.set_title(f"{d} {net}, layer {k}", fontsize=9)
+    fig.suptitle(f"A damaged layer k, {what}\n{r['profile']} profile, {r['device']}", fontsize=11)
+    return fig, {key: (ax, pairs[key]) for key, ax in cells.items()}
+
+
+def _shared_legend(fig, cells: dict, ncol: int) -> None:
+    """One legend for the whole figure, below its panels: every line label once, in the order first drawn."""
+    seen = {}
+    for ax, _ in cells.values():
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, h)
+    ncol = min(ncol if fig.get_figwidth() >= 9 else 3, len(seen))  # a one-column grid: three entries a line
+    fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=ncol, fontsize=8, frameon=False)
+
+
+def damage_no_retraining_figure(r: dict):
+    names = damage_names(r["settings"])
+    xs = list(range(len(names) + 1))
+    fig, cells = _damage_grid(r, "no retraining: test accuracy after the damage", "damage to layer k")
+    for (d, net, k), (ax, algs) in cells.items():
         mf, bp = algs["mf"], algs["bp"]
-        names = damage_names(r["settings"])
-        xs = range(len(names) + 1)
-        labels = ["none", *(n.replace("_", " ") for n in names)]
-        left.plot(xs, [bp["undamaged"]["output"], *(bp["damages"][n]["no_retraining"]["output"] for n in names)],
-                  "o-", color="tab:blue", label="BP (damaged stack)")
-        left.plot(xs, [mf["undamaged"]["ff"], *(mf["damages"][n]["no_retraining"]["ff"] for n in names)],
-                  "s-", color="tab:red", label="MF all layers (damaged stack)")
+        ax.plot(xs, [bp["undamaged"]["output"], *(bp["damages"][n]["no_retraining"]["output"] for n in names)],
+                "o-", color="tab:blue", ms=4, label="BP (damaged stack)")
+        ax.plot(xs, [mf["undamaged"]["ff"], *(mf["damages"][n]["no_retraining"]["ff"] for n in names)],
+                "s-", color="tab:red", ms=4, label="MF all layers (damaged stack)")
         if mf["undamaged"]["below"] is not None:
-            left.plot(xs, [mf["undamaged"]["below"], *(mf["damages"][n]["no_retraining"]["below"] for n in names)],
-                      "^--", color="tab:red", label=f"MF layers below {k}")
-        left.set_xticks(list(xs), labels, rotation=30, fontsize=7)
-        left.set_ylabel("test accuracy (%)")
-        left.set_title(f"{d}, {net}, layer {k}: no retraining", fontsize=9)
-        left.legend(fontsize=7)
-        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-        for i, n in enumerate(n for n in names if "retraining" in mf["damages"][n]):
-            c = colors[(i + 2) % len(colors)]
-            for alg, entry, key, style in (("BP", bp, "test_acc", "o-"), ("MF", mf, "ff", "s--")):
-                dmg = entry["damages"][n]
-                start = _main_acc("bp" if alg == "BP" else "mf", dmg["no_retraining"])
-                ys = [start, *(e[key] for e in dmg["retraining"])]
-                right.plot(range(len(ys)), ys, style, color=c, ms=3, label=f"{alg} {n.replace('_', ' ')}")
-        right.xaxis.set_major_locator(MaxNLocator(integer=True))
-        right.set_xlabel("epochs retraining layer k alone")
-        right.set_ylabel("test accuracy (%)")
-        right.set_title(f"{d}, {net}, layer {k}: retraining it", fontsize=9)
-        right.legend(fontsize=6, ncol=2)
-    fig.suptitle(f"A damaged layer ({r['profile']} profile, {r['device']})", fontsize=10)
-    fig.tight_layout()
+            ax.plot(xs, [mf["undamaged"]["below"], *(mf["damages"][n]["no_retraining"]["below"] for n in names)],
+                    "^--", color="tab:red", ms=4, label="MF layers below k (undamaged)")
+        ax.set_xticks(xs, ["none", *(n.replace("_", " ") for n in names)], rotation=45, ha="right",
+                      rotation_mode="anchor")
+    _shared_legend(fig, cells, ncol=3)
     return fig
+
+
+# the retraining curves: a colour per damage, a style per algorithm (blue and red stay BP and MF elsewhere)
+RETRAIN_COLORS = ("tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+
+
+def damage_retraining_figure(r: dict):
+    names = damage_names(r["settings"])
+    fig, cells = _damage_grid(r, "retraining it alone: test accuracy per epoch, epoch 0 = damaged",
+                              "epochs retraining layer k alone")
+    for (d, net, k), (ax, algs) in cells.items():
+        for i, n in enumerate(n for n in names if "retraining" in algs["mf"]["damages"][n]):
+            c = RETRAIN_COLORS[i % len(RETRAIN_COLORS)]
+            for alg, key, style in (("bp", "test_acc", "o-"), ("mf", "ff", "s--")):
+                dmg = algs[alg]["damages"][n]
+                ys = [_main_acc(alg, dmg["no_retraining"]), *(e[key] for e in dmg["retraining"])]
+                ax.plot(range(len(ys)), ys, style, color=c, ms=3, label=f"{ALG[alg]} {n.replace('_', ' ')}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _shared_legend(fig, cells, ncol=6)
+    return fig
+
+
+def damage_figures(r: dict) -> dict:
+    """``claims_damage_<profile>`` (no retraining) and ``claims_damage_<profile>_retraining``."""
+    return {"": damage_no_retraining_figure(r), "_retraining": damage_retraining_figure(r)}
 
 
 # -- layer-parallel --------------------------------------------------------------------------------
@@ -239,7 +287,14 @@ def parallel_md(r: dict) -> str:
               f"| BP, one process | 1 | {_f(m['bp_one_process_epoch_s'])} | 1 | - | - |",
               f"| BP, DistributedDataParallel | {k} | {_f(m['bp_ddp_epoch_s'])} | {_f(m['bp_speedup'])} | "
               f"{_size(ring)} (ring all-reduce of {_size(m['bp_allreduce_payload_bytes_per_epoch_per_process'])} "
-              f"of gradients) | {_size(ring / steps)} |", ""]
+              f"of gradients) | {_size(ring / steps)} |"]
+    for alg, arm in (("mf", "mf_pipeline_epoch_s"), ("bp", "bp_ddp_epoch_s")):
+        threaded = m.get(f"{alg}_one_process_{k}_threads_epoch_s")
+        lines.append(f"| {ALG[alg]}, one process with {k} threads | 1 | " + (
+            "not measured in this record (it predates this arm) | | | |" if threaded is None else
+            f"{_f(threaded)} | {_f(m[f'{alg}_one_process_epoch_s'] / threaded)} (the {k}-process arm: "
+            f"{_f(threaded / m[arm])}x this) | - | - |"))
+    lines.append("")
     eq = r["pipeline_equals_one_process"]
     stages = "; ".join(f"stage {t['rank']} blocks {t['blocks'][0] + 1}-{t['blocks'][1]}: computing (and sending) "
                        f"{t['compute_s']:.2f} s, waiting for input {t['wait_s']:.2f} s"
@@ -290,7 +345,9 @@ def parallel_figure(r: dict):
     return fig
 
 
-RENDER = {"hotplug": (hotplug_md, hotplug_figure), "damage": (damage_md, damage_figure),
+# experiment -> (markdown of one result, its figure): a Figure, saved as claims_<experiment>_<profile>, or a dict
+# {suffix: Figure}, each saved as claims_<experiment>_<profile><suffix>
+RENDER = {"hotplug": (hotplug_md, hotplug_figure), "damage": (damage_md, damage_figures),
           "parallel": (parallel_md, parallel_figure)}
 TITLES = {"hotplug": "Hot-plugging layers", "damage": "A damaged layer", "parallel": "Layer-parallel training"}
 
@@ -310,12 +367,14 @@ def write_all(results: Path, out: Path | None = None, profile: str | None = None
         to_md, to_fig = RENDER[exp]
         md = (f"# {TITLES[exp]} (Mono-Forward paper, Section 3.3)\n\nWritten from "
               + ", ".join(f"`claims/{exp}_{r['profile']}.json`" for r in found)
-              + " by `scripts/claims.py --from-results`.\n\n"
+              + " by `bpfree claims --from-results`.\n\n"
               + "\n".join(to_md(r) for r in found))
         path = out / "tables" / f"claims_{exp}.md"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(md)
         notes.append(str(path))
         for r in found:
-            notes += [str(p) for p in save(to_fig(r), out / "figures", f"claims_{exp}_{r['profile']}")]
+            figs = to_fig(r)
+            for suffix, fig in (figs.items() if isinstance(figs, dict) else [("", figs)]):
+                notes += [str(p) for p in save(fig, out / "figures", f"claims_{exp}_{r['profile']}{suffix}")]
     return notes

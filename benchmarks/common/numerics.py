@@ -39,7 +39,7 @@ def run_numerics(device: torch.device | str) -> Iterator[dict]:
         return
     flushed = torch.set_flush_denormal(True)  # the calling thread; the pool's threads since this module's import
     yield {"flush_denormal": bool(flushed and FLUSHED_AT_IMPORT),
-           "flush_denormal_note": "process-wide, set when benchmarks.numerics was imported"}
+           "flush_denormal_note": "process-wide, set when benchmarks.common.numerics was imported"}
 
 
 def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:

@@ -151,6 +151,9 @@ def load_dataset(name: str, data_dirs: Sequence[str | Path] | None = None,
         raw = DATASET_KINDS.get(kind).load(Path(path).expanduser(), dirs, args)
     else:
         raw = DATASETS.get(name)(dirs, args) if name in DATASET_ARGS else DATASETS.get(name)(dirs)
+    if len(raw.train_y) and (raw.num_classes < 2 or len(torch.unique(raw.train_y)) < 2):
+        raise DatasetCorrupt(f"dataset {name}: its training split holds a single class; a classifier needs at "
+                             "least two")
     if not raw.fingerprint:
         raw.fingerprint = _files_fingerprint(name, dirs, data_args) or _arrays_fingerprint(raw)
     return raw

@@ -7,10 +7,12 @@ memory (scikit-learn's bundled sets, torchvision downloads) are fingerprinted fr
 
 Hashing is cheap (sha256 runs at several hundred MB/s; the 63 MB CIFAR-10-JPEG zip takes a
 fraction of a second) but not free for big folders, so a fingerprint is remembered in
-``<cache dir>/fingerprints/`` under a key made of every file's (absolute path, size, mtime_ns).
-That key is only an accelerator: it finds a fingerprint computed earlier from the same files; the
-identity itself is always the content hash. A changed, added or removed file changes the key, and
-the content is hashed again.
+``<cache dir>/fingerprints/`` under a key made of every file's (absolute path, inode, size,
+mtime_ns, ctime_ns). That key is only an accelerator: it finds a fingerprint computed earlier from
+the same files; the identity itself is always the content hash. A changed, added or removed file
+changes the key, and the content is hashed again: a rewrite of the same size with its mtime put back
+(``touch -d``, ``os.utime``, ``rsync -t``) still changes the ctime, which no user can set, and a
+file replaced by another changes the inode.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def _stat_key(files: Sequence[tuple[str, Path]], extra: Any) -> str:
     stats = []
     for name, path in files:
         st = path.stat()
-        stats.append([name, str(path.resolve()), st.st_size, st.st_mtime_ns])
+        stats.append([name, str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns])
     return hashlib.sha256(json.dumps([stats, extra], sort_keys=True).encode()).hexdigest()
 
 
@@ -56,14 +58,16 @@ def _read_cached(key: str) -> str | None:
 
 
 def _write_cached(key: str, fingerprint: str) -> None:
-    path = _cache_path(key)
+    tmp = None
     try:
+        path = _cache_path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
         tmp.write_text(fingerprint + "\n")
         tmp.replace(path)
-    except OSError:  # a read-only cache only costs the hashing next time
-        pass
+    except OSError:  # a read-only or full cache only costs the hashing next time
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 def fingerprint_files(files: Iterable[tuple[str, Path]], extra: Any = None) -> str:

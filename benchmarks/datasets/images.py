@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import sys
 import zipfile
 from pathlib import Path
 from typing import Sequence
@@ -60,6 +61,10 @@ def read_image_folder(source: Path, classes: Sequence[str] | None = None) -> dic
     missing = [split for split in ("train", "test") if not any(s == split for s, _, _ in members)]
     if missing:
         raise DatasetUnavailable(f"{source} has no {missing[0]}/<class>/<image> files; it needs train/ and test/")
+    in_train = sorted({c for s, c, _ in members if s == "train"})
+    if len(in_train) < 2:
+        raise DatasetCorrupt(f"{source}: train/ holds a single class ({in_train[0]!r}); a classifier needs at "
+                             "least two class folders")
     classes = list(classes) if classes else sorted({c for _, c, _ in members})
     label_of = {c: i for i, c in enumerate(classes)}
     zf = zipfile.ZipFile(source) if source.is_file() else None
@@ -99,7 +104,10 @@ def _cached_image_folder(source: Path, classes: Sequence[str] | None, fingerprin
                          ) -> dict[str, np.ndarray]:
     """Decoded arrays of ``source``, cached by its content fingerprint and the class list."""
     key = f"{fingerprint}|{list(classes) if classes else 'sorted'}|{DECODE_VERSION}"
-    cache = cache_dir() / f"images-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
+    try:
+        cache = cache_dir() / f"images-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
+    except OSError:  # no cache folder can be made (read-only, full disk): decode every time
+        return read_image_folder(source, classes)
     if cache.exists():
         try:
             with np.load(cache) as f:
@@ -108,8 +116,13 @@ def _cached_image_folder(source: Path, classes: Sequence[str] | None, fingerprin
             cache.unlink(missing_ok=True)
     arrays = read_image_folder(source, classes)
     tmp = cache.with_name(f".{cache.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(cache)
+    try:
+        np.savez(tmp, **arrays)
+        tmp.replace(cache)
+    except OSError as exc:  # e.g. a full disk: only the cache is skipped, the run goes on
+        tmp.unlink(missing_ok=True)
+        print(f"note: decode cache {cache} not written ({exc.strerror or exc}); the images are decoded again "
+              "next time", file=sys.stderr)
     return arrays
 
 

@@ -67,6 +67,8 @@ def _read(path: Path, label: str):
     except (ValueError, UnicodeDecodeError, OSError) as exc:  # pandas' parser errors are ValueErrors
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DatasetCorrupt(f"{path} is not a readable CSV file: {reason}") from None
+    if len(frame) == 0:
+        raise DatasetCorrupt(f"{path} has a header ({', '.join(map(str, frame.columns[:8]))}) but no rows")
     if label not in frame.columns:
         raise DatasetCorrupt(f"{path} has no label column {label!r} (columns: {', '.join(map(str, frame.columns[:8]))}"
                              f"{', ...' if len(frame.columns) > 8 else ''}); name it with data_args label=...")

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from ..runs import append_jsonl
+from benchmarks.common.files import append_jsonl
 from .base import METERS, Meter, tensor_bytes
 from .memory import TIMELINE_EVERY, TIMELINE_HEAD, CPUMemoryMeter, MeterUnavailable, _StepPeaks, _update_peaks
 

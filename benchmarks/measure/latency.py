@@ -23,7 +23,7 @@ from typing import Any, Callable
 import torch
 from torch.utils import benchmark
 
-from .measure.base import synchronize
+from benchmarks.measure.base import synchronize
 
 # Table 4's rows: (algorithm, prediction mode) -> the paper's row label
 TABLE4_ROWS = {("ff", "goodness"): "FF", ("ff", "onepass"): "One-pass FF", ("bp", "output"): "BP",

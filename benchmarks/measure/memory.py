@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-from ..runs import append_jsonl
+from benchmarks.common.files import append_jsonl
 from .base import METERS, Meter
 
 MB = 1e6

@@ -1,4 +1,4 @@
-"""What the speed benchmark (scripts/bench_speed.py) compares the suite's training step with.
+"""What the speed benchmark (bpfree bench-speed) compares the suite's training step with.
 
 For each algorithm on an MLP (``in_features -> widths -> classes``) two references:
 
@@ -14,16 +14,20 @@ The GEMM lists are the products each algorithm's update needs (``(m, k, n)``: an
 the error back through every weight, MF only through its 10-row projections, FF runs every layer
 three times (positive, negative, neutral for the one-pass head; its first layer's product with the
 image once, shared). The plain FF loop is the textbook one, three full passes.
+
+The CNN's references (``--arch cnn``) are in :mod:`benchmarks.measure.speed_cnn`, which shares the
+timing helpers here (:func:`gemm_seconds`, :func:`adam_seconds`). :func:`cpu_bf16_support` reads which
+native bfloat16 arithmetic the CPU has, for the JSON of ``--precision bf16`` runs.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils import benchmark
 
 PLAIN_ALGORITHMS = ("mf", "bp", "fa", "dfa", "ff")
 
@@ -167,20 +171,59 @@ def parameter_count(algorithm: str, in_features: int, widths: list[int], classes
 
 def _seconds(stmt: str, globals_: dict, min_run_time: float) -> float:
     """Median seconds of ``stmt`` by torch.utils.benchmark (warm-up, threads and device sync handled)."""
+    from torch.utils import benchmark  # imported here: it loads torch's C++ extension machinery, which warns
+
     return benchmark.Timer(stmt=stmt, globals=globals_, num_threads=torch.get_num_threads()
                            ).blocked_autorange(min_run_time=min_run_time).median
 
 
-def floor_step_seconds(algorithm: str, b: int, in_features: int, widths: list[int], classes: int,
-                       device, min_run_time: float = 0.2) -> dict[str, float]:
-    """The step's GEMMs and one fused Adam step over its parameters, each timed alone."""
-    gemms = 0.0
-    for m, k, n in step_gemms(algorithm, b, in_features, widths, classes):
-        a, c = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
-        gemms += _seconds("torch.mm(a, c)", {"torch": torch, "a": a, "c": c}, min_run_time)
-    params = [nn.Parameter(torch.randn(parameter_count(algorithm, in_features, widths, classes), device=device))]
+def gemm_seconds(gemms: list[tuple[int, int, int]], device, dtype=torch.float32, min_run_time: float = 0.2) -> float:
+    """The sum of every ``(m, k, n)`` product timed alone, in ``dtype``."""
+    total = 0.0
+    for m, k, n in gemms:
+        a, c = torch.randn(m, k, device=device, dtype=dtype), torch.randn(k, n, device=device, dtype=dtype)
+        total += _seconds("torch.mm(a, c)", {"torch": torch, "a": a, "c": c}, min_run_time)
+    return total
+
+
+def adam_seconds(count: int, device, min_run_time: float = 0.2) -> float:
+    """One fused Adam step over ``count`` float32 parameters (one tensor), its state already made."""
+    params = [nn.Parameter(torch.randn(count, device=device))]
     params[0].grad = torch.randn_like(params[0]) * 1e-3
     opt = _adam(params)
     opt.step()  # creates the state
-    adam = _seconds("opt.step()", {"opt": opt}, min_run_time)
+    return _seconds("opt.step()", {"opt": opt}, min_run_time)
+
+
+def floor_step_seconds(algorithm: str, b: int, in_features: int, widths: list[int], classes: int,
+                       device, min_run_time: float = 0.2, dtype=torch.float32) -> dict[str, float]:
+    """The step's GEMMs (in ``dtype``: bfloat16 for ``--precision bf16``) and one fused Adam step over
+    its parameters (float32), each timed alone."""
+    gemms = gemm_seconds(step_gemms(algorithm, b, in_features, widths, classes), device, dtype, min_run_time)
+    adam = adam_seconds(parameter_count(algorithm, in_features, widths, classes), device, min_run_time)
     return {"gemm_s": gemms, "adam_s": adam, "step_s": gemms + adam}
+
+
+def cpu_bf16_support(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, bool | None]:
+    """Which native bfloat16 arithmetic the CPU offers, from its flags: ``avx512_bf16`` (AVX-512 BF16
+    dot products), ``amx_bf16`` and ``amx_tile`` (Intel AMX tiles, Sapphire Rapids on), ``arm_bf16``
+    (an Arm CPU's ``bf16`` feature); None for each where the file cannot be read. Without any, oneDNN
+    emulates bfloat16 with float32 arithmetic plus conversions, so ``--precision bf16`` is not expected
+    to be faster. ``mkldnn_bf16``: what torch itself reports (``torch.ops.mkldnn._is_mkldnn_bf16_supported``)."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        flags = None
+    else:
+        flags = set()
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("flags", "Features"):  # x86 / Arm
+                flags |= set(value.split())
+    out = {name: (None if flags is None else flag in flags) for name, flag in
+           (("avx512_bf16", "avx512_bf16"), ("amx_bf16", "amx_bf16"), ("amx_tile", "amx_tile"), ("arm_bf16", "bf16"))}
+    try:
+        out["mkldnn_bf16"] = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        out["mkldnn_bf16"] = None
+    return out

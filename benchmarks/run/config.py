@@ -26,7 +26,7 @@ from algorithms.typed_config import dataclass_from_dict
 LOCATION_FIELDS = ("data_dirs", "results_dir", "quiet", "save")
 # Fields that older run folders' configs lack, and the value each of them implicitly had then: a
 # table matches a run made before a field existed as if it had been written with this value.
-IMPLICIT_DEFAULTS: dict[str, Any] = {"precision": "fp32", "data_args": {}}
+IMPLICIT_DEFAULTS: dict[str, Any] = {"precision": "fp32", "data_args": {}, "budget": "own"}
 # The same for an algorithm's hyperparameters: FF before loeweX's recipe normalised to unit length,
 # took the mean of squares minus the threshold, and had no cooldown; DFA before its lr_decay kept its
 # learning rate constant.
@@ -36,9 +36,18 @@ IMPLICIT_HPARAMS: dict[str, dict[str, Any]] = {"ff": {"normalisation": "unit", "
 # out of a run's id, so that the folders made before them keep being reused (FF's recipe changed its
 # defaults, so its old runs are not the same runs and are not listed here).
 ID_NEUTRAL_HPARAMS: dict[str, dict[str, Any]] = {"dfa": IMPLICIT_HPARAMS["dfa"]}
-# Fields that judge a run (when it counts as diverged, benchmarks/divergence.py), not what it computes.
+# Fields that judge a run (when it counts as diverged, benchmarks/run/divergence.py), not what it computes.
 VERDICT_FIELDS = ("diverge_loss_factor", "chance_epochs", "chance_margin")
+# How many passes over the training data a run gets (the fair-verdict protocols, Spyra's canonical v2):
+# `own`: up to `epochs`, stopped early on validation (`patience`), each algorithm to its own convergence;
+# `matched`: exactly `epochs` for every algorithm of a comparison (no early stopping), the epoch still
+# selected on validation within them. `own` is what every run was before the field: it stays out of ids.
+BUDGETS = ("own", "matched")
 SAVE_CHOICES = ("none", "best", "final")  # checkpoint in the run folder: none, the selected epoch's, the last
+MAX_SEED = 2 ** 32 - 1  # numpy's seed range (np.random.seed refuses more)
+MAX_WIDTH = 100_000  # units or channels of one layer: far beyond any network of the tables, and a
+#                      10**8-wide layer would only fail later, allocating hundreds of gigabytes
+WIDTH_ARGS = ("widths", "channels", "width", "embedding_dim")  # architecture arguments that size a layer
 
 
 @dataclass
@@ -61,12 +70,13 @@ class ExperimentConfig:
     device: str = "auto"  # auto: cuda if available, else cpu
     measure: list[str] = field(default_factory=lambda: ["time"])
     tag: str = ""  # free text that becomes part of the identity, e.g. a table name
-    precision: str = "fp32"  # or bf16: torch.autocast around every step and prediction (benchmarks/numerics.py)
+    budget: str = "own"  # own | matched: see BUDGETS
+    precision: str = "fp32"  # or bf16: torch.autocast around every step and prediction (benchmarks/common/numerics.py)
     data_dirs: list[str] | None = None
     results_dir: str = "results/runs"
     quiet: bool = False
     save: str = "none"  # keep the weights (model.pt in the run folder): none | best | final
-    # divergence (benchmarks/divergence.py): loss above this many times its first step's; null: off
+    # divergence (benchmarks/run/divergence.py): loss above this many times its first step's; null: off
     diverge_loss_factor: float | None = 100.0
     chance_epochs: int | None = 3  # diverged if training accuracy is still at chance after this many epochs
     chance_margin: float = 1.0  # points above chance (the most frequent class's share) that still count as chance
@@ -95,11 +105,17 @@ class ExperimentConfig:
             raise ConfigError(f"chance_margin must be >= 0, got {self.chance_margin}")
         if self.seed < 0:
             raise ConfigError(f"seed must be an integer >= 0, got {self.seed}")
+        if self.seed > MAX_SEED:
+            raise ConfigError(f"seed must be an integer in [0, {MAX_SEED}], got {self.seed}")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.patience is not None and self.val_fraction == 0:
             raise ConfigError("early stopping (patience) needs a validation split (val_fraction > 0)")
-        from benchmarks.numerics import PRECISIONS
+        if self.budget not in BUDGETS:
+            raise ConfigError(f"unknown budget {self.budget!r}; choose one of: {', '.join(BUDGETS)}")
+        if self.budget == "matched" and self.patience is not None:
+            raise ConfigError("budget matched trains exactly `epochs` epochs: patience must be null (no early stopping)")
+        from benchmarks.common.numerics import PRECISIONS
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
         if self.device not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", self.device):
@@ -111,6 +127,7 @@ class ExperimentConfig:
         """A copy with every default of the architecture and algorithm filled in, validated."""
         self.validate()
         arch_args = dataclass_from_dict(ARCHITECTURES.get(self.arch).Args, self.arch_args, f"{self.arch} architecture")
+        _check_widths(self.arch, dataclasses.asdict(arch_args))
         hparams = dataclass_from_dict(ALGORITHMS.get(self.algorithm).HParams, self.hparams,
                                       f"{self.algorithm} hyperparameter")
         from benchmarks.datasets.base import data_args_class
@@ -134,6 +151,8 @@ class ExperimentConfig:
         d = dataclasses.asdict(self)
         for key in (*LOCATION_FIELDS, *VERDICT_FIELDS):
             d.pop(key)
+        if d["budget"] == IMPLICIT_DEFAULTS["budget"]:  # runs made before the field keep their ids
+            d.pop("budget")
         neutral = ID_NEUTRAL_HPARAMS.get(self.algorithm, {})
         d["hparams"] = {k: v for k, v in d["hparams"].items()
                         if k not in EXECUTION_HPARAMS and not (k in neutral and neutral[k] == v)}
@@ -154,6 +173,17 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ExperimentConfig":
         return dataclass_from_dict(cls, values, "experiment config")
+
+
+def _check_widths(arch: str, args: dict[str, Any]) -> None:
+    """Refuse a layer wider than ``MAX_WIDTH`` (``ConfigError`` naming the limit)."""
+    for key in WIDTH_ARGS:
+        value = args.get(key)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if isinstance(v, int) and not isinstance(v, bool) and v > MAX_WIDTH:
+                raise ConfigError(f"{arch} architecture: {key} {v} is too wide; each layer takes at most "
+                                  f"{MAX_WIDTH} units or channels")
 
 
 def dataset_slug(name: str) -> str:

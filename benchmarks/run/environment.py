@@ -8,6 +8,7 @@ Anything this machine cannot tell is recorded as null.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import subprocess
@@ -16,7 +17,11 @@ from pathlib import Path
 
 import torch
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# What "the code" of a run is: a change here (tracked or a new file) makes the run's tree dirty and its
+# diff is kept; results/, tests and docs do not change what a run computes.
+CODE_PATHS = ("algorithms", "benchmarks", "bpfree", "pyproject.toml")
+SOURCE_DIFFS = "source_diffs"  # <results>/source_diffs/<sha256>.diff, beside <results>/runs
 
 
 def _git(*args: str) -> str | None:
@@ -37,9 +42,43 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def source_diff() -> str | None:
+    """The code's changes against HEAD (``CODE_PATHS``: tracked edits, then every new file in full), or
+    None outside a git checkout; "" for a clean tree."""
+    tracked = _git("diff", "--binary", "-M", "HEAD", "--", *CODE_PATHS)
+    new = _git("ls-files", "--others", "--exclude-standard", "--", *CODE_PATHS)
+    if tracked is None or new is None:
+        return None
+    parts = [tracked] if tracked else []
+    for name in new.splitlines():
+        try:  # `git diff --no-index` exits 1 when the files differ, which they always do here
+            out = subprocess.run(["git", "diff", "--binary", "--no-index", "--", os.devnull, name], cwd=PROJECT_ROOT,
+                                 capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        parts.append(out.stdout.strip())
+    return "\n".join(parts)
+
+
+def record_source(folder: Path) -> dict:
+    """``git_diff_sha256`` and ``git_diff_file``: a dirty tree's diff, kept once per content in
+    ``folder/<sha256>.diff``, so that a run made from uncommitted code can still be traced to it
+    (``git apply`` on its commit); the file's name is given relative to ``folder``'s parent (the results
+    root). Nothing for a clean tree or outside git."""
+    diff = source_diff()
+    if not diff:
+        return {}
+    sha = hashlib.sha256(diff.encode()).hexdigest()
+    path = Path(folder) / f"{sha}.diff"
+    if not path.exists():
+        from benchmarks.common.files import write_text_atomic
+        write_text_atomic(path, diff + "\n")
+    return {"git_diff_sha256": sha, "git_diff_file": f"{path.parent.name}/{path.name}"}  # beside the runs folder
+
+
 def describe_environment(device: torch.device | str) -> dict:
     device = torch.device(device)
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    status = _git("status", "--porcelain", "--", *CODE_PATHS)
     env = {
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": None if status is None else bool(status),
@@ -74,7 +113,7 @@ def tf32_settings() -> dict:
 
 def gpu_environment(device: torch.device) -> dict:
     """Driver version, CUDA_VISIBLE_DEVICES, the GPU's NVML index and MIG state, TF32 settings."""
-    from .measure.nvml import driver_version, import_nvml, locate_gpu, mig_enabled, torch_index
+    from benchmarks.measure.nvml import driver_version, import_nvml, locate_gpu, mig_enabled, torch_index
 
     out = {"nvidia_driver": driver_version(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
            "gpu_nvml_index": None, "gpu_mig": None, "tf32": tf32_settings()}

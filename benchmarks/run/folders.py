@@ -8,10 +8,8 @@
         summary.json       status (completed / diverged / failed), final and best-epoch figures
         done               written last, only for a finished run (completed or diverged)
 
-Every whole-file write is atomic (temporary file, then ``os.replace``); ``metrics.jsonl`` is only
-ever appended to. Every file is strict JSON: a NaN or infinite number is written as ``null`` and
-named under ``"non_finite"`` (``"summary.last_losses.loss: nan"``), so any JSON reader can read it.
-Files are created readable by others (mode 0644 under the usual umask), like any other file.
+Every file is written through ``benchmarks.common.files``: atomic, strict JSON, ``metrics.jsonl``
+only ever appended to.
 
 One process trains a run at a time: ``hold_run`` takes an exclusive lock (``filelock``) on
 ``<results_dir>/.locks/<run_id>.lock`` for as long as the run trains; the operating system drops it
@@ -22,106 +20,13 @@ with ``RunBusy``, and never writes into the folder.
 from __future__ import annotations
 
 import contextlib
-import json
-import math
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from benchmarks.common.files import read_json, read_jsonl, write_json
+
 DONE = "done"
-
-
-def check_writable(folder: str | Path) -> None:
-    """Refuse, as a ``ConfigError``, a results folder that is a file or cannot be created or written."""
-    from algorithms import ConfigError
-
-    folder = Path(folder)
-    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise ConfigError(f"results folder {folder}: {existing} is a file, not a folder")
-    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"results folder {folder}: {existing} is not writable here")
-
-
-def strict(value: Any, where: str = "", found: list[str] | None = None) -> Any:
-    """``value`` with every NaN/inf float replaced by None; each replaced one's path added to ``found``."""
-    if isinstance(value, float) and not math.isfinite(value):
-        if found is not None:
-            found.append(f"{where}: {value}")
-        return None
-    if isinstance(value, dict):
-        return {k: strict(v, f"{where}.{k}" if where else str(k), found) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [strict(v, f"{where}[{i}]", found) for i, v in enumerate(value)]
-    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy or torch scalar
-        return strict(value.item(), where, found)
-    return value
-
-
-def dumps(value: Any, **kwargs) -> str:
-    """Strict JSON text of ``value``: non-finite numbers become null, named under ``non_finite``."""
-    found: list[str] = []
-    value = strict(value, "", found)
-    if found and isinstance(value, dict):
-        value = {**value, "non_finite": found}
-    return json.dumps(value, sort_keys=True, default=str, allow_nan=False, **kwargs)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """``text`` into ``path`` through a temporary file in the same folder, readable as a new file is."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, value: Any) -> None:
-    write_text_atomic(path, dumps(value, indent=2) + "\n")
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
-
-
-def append_jsonl(path: Path, value: Any) -> None:
-    """One line, in one write (``O_APPEND``): lines of concurrent writers never interleave."""
-    line = (dumps(value) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Every line's object; a last line cut short by a killed writer is left out."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    out = []
-    for i, line in enumerate(lines):
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i != len(lines) - 1:
-                raise
-    return out
 
 
 class RunBusy(RuntimeError):
@@ -156,6 +61,31 @@ def is_done(run_dir: Path) -> bool:
     return (Path(run_dir) / DONE).exists()
 
 
+class RunFolderUnreadable(ValueError):
+    """A run folder's JSON file is damaged (cut short, not JSON); the message names the file."""
+
+
+def _read_part(path: Path) -> Any:
+    try:
+        return read_json(path)
+    except (ValueError, UnicodeDecodeError, OSError) as exc:  # JSONDecodeError is a ValueError
+        why = f"not valid JSON ({exc})" if isinstance(exc, ValueError) else f"unreadable ({exc})"
+        raise RunFolderUnreadable(f"{path} is {why}") from None
+
+
+def finished_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The summary of a finished run folder (``done``, a readable ``summary.json`` of a completed or
+    diverged run), else None: a damaged summary is no finished result and is trained again."""
+    run_dir = Path(run_dir)
+    if not is_done(run_dir):
+        return None
+    try:
+        summary = _read_part(run_dir / "summary.json")
+    except RunFolderUnreadable:
+        return None
+    return summary if isinstance(summary, dict) and summary.get("status") in ("completed", "diverged") else None
+
+
 def mark_done(run_dir: Path) -> None:
     write_json(Path(run_dir) / DONE, {"done": True, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
@@ -170,7 +100,7 @@ def prefer(runs: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], str])
     share a key, a finished one over an unfinished one, then one whose data has a fingerprint, then
     the newest (``finished_at`` of its ``done`` marker), then the last by folder name."""
     def rank(run):
-        finished = (run.get("summary") or {}).get("status") in ("completed", "diverged")
+        finished = (run.get("summary") or {}).get("status") in ("completed", "diverged") and run.get("done", True)
         return (finished, data_fingerprint(run) is not None, run.get("finished_at") or "", run.get("run_dir", ""))
 
     out: dict[str, dict[str, Any]] = {}
@@ -182,22 +112,58 @@ def prefer(runs: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], str])
 
 
 def iter_runs(results_dir: str | Path, finished_only: bool = True) -> Iterator[Path]:
+    """The run folders under ``results_dir``; with ``finished_only`` those with a ``done`` marker and a
+    readable summary (a marked folder whose summary.json is damaged is skipped, named on stderr)."""
+    import sys
+
     root = Path(results_dir)
     if not root.is_dir():
         return
     for run_dir in sorted(p for p in root.iterdir() if (p / "config.json").exists()):
-        if not finished_only or is_done(run_dir):
+        if not finished_only:
             yield run_dir
+        elif is_done(run_dir):
+            if finished_summary(run_dir) is not None:
+                yield run_dir
+            else:
+                print(f"warning: skipped run folder {run_dir}: its summary.json is damaged (not a finished "
+                      "run's JSON); a sweep trains it again", file=sys.stderr)
 
 
 def load_run(run_dir: Path) -> dict[str, Any]:
-    """A run folder as one dict: config, environment, measurement, summary and the epoch metrics."""
+    """A run folder as one dict: config, environment, measurement, summary, the epoch metrics, and
+    ``done`` (whether the ``done`` marker is there: only then is the summary a finished result).
+    A damaged JSON file raises :class:`RunFolderUnreadable` naming it."""
     run_dir = Path(run_dir)
-    out = {"run_dir": str(run_dir), "epochs": read_jsonl(run_dir / "metrics.jsonl")}
+    try:
+        epochs = read_jsonl(run_dir / "metrics.jsonl")
+    except (ValueError, UnicodeDecodeError, OSError) as exc:
+        raise RunFolderUnreadable(f"{run_dir / 'metrics.jsonl'} is not valid JSON lines ({exc})") from None
+    out = {"run_dir": str(run_dir), "epochs": epochs}
     for name in ("config", "environment", "measurement", "summary"):
         path = run_dir / f"{name}.json"
-        out[name] = read_json(path) if path.exists() else {}
+        out[name] = _read_part(path) if path.exists() else {}
+        if not isinstance(out[name], dict):
+            raise RunFolderUnreadable(f"{path} does not hold a JSON object")
     done = run_dir / DONE
-    marker = read_json(done) if done.exists() and done.stat().st_size else {}
+    out["done"] = done.exists()
+    try:
+        marker = read_json(done) if done.exists() and done.stat().st_size else {}
+    except (ValueError, UnicodeDecodeError, OSError):
+        marker = {}
     out["finished_at"] = marker.get("finished_at") if isinstance(marker, dict) else None
     return out
+
+
+def load_runs(results_dir: str | Path, finished_only: bool = True,
+              warn: Callable[[str], None] | None = None) -> Iterator[dict[str, Any]]:
+    """``load_run`` of every run folder under ``results_dir`` (only finished ones by default); a folder
+    with a damaged file is skipped and named through ``warn`` (default: a line on stderr), so that one
+    bad folder never stops a table."""
+    import sys
+
+    for run_dir in iter_runs(results_dir, finished_only):
+        try:
+            yield load_run(run_dir)
+        except RunFolderUnreadable as exc:
+            (warn or (lambda m: print(f"warning: {m}", file=sys.stderr)))(f"skipped run folder {run_dir}: {exc}")

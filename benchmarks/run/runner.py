@@ -24,30 +24,48 @@ from tqdm import tqdm
 from algorithms import ALGORITHMS, ARCHITECTURES, ConfigError
 from algorithms.base import Trainer
 
-from .config import ExperimentConfig
-from .datasets import Splits, load_dataset, prepare_splits
-from .environment import describe_environment
-from .measure import METERS, RunContext, close_meters, synchronize
-from .numerics import autocast, run_numerics
-from .divergence import chance_accuracy, thresholds, verdict
-from .runs import RunBusy, append_jsonl, check_writable, hold_run, is_done, mark_done, read_json, write_json
+from benchmarks.run.config import ExperimentConfig
+from benchmarks.datasets import Splits, load_dataset, prepare_splits
+from benchmarks.run.environment import SOURCE_DIFFS, describe_environment, record_source
+from benchmarks.measure import METERS, RunContext, close_meters, synchronize
+from benchmarks.common.numerics import autocast, run_numerics
+from benchmarks.run.divergence import chance_accuracy, thresholds, verdict, verdict_stands
+from benchmarks.common.files import WriteFailed, append_jsonl, check_writable, write_failed, write_json
+from benchmarks.run.folders import RunBusy, finished_summary, hold_run, mark_done
 
 CHECK_EVERY = 50  # steps between checks for a non-finite loss (each check waits for the device)
 CHECKPOINT = "model.pt"  # the trainer's state_dict when config.save is best or final
 
 
 def save_checkpoint(trainer: Trainer, run_dir: Path) -> None:
-    """The trainer's weights (its state_dict, tensors only) into the run folder, atomically."""
+    """The trainer's weights (its state_dict, tensors only) into the run folder, atomically.
+
+    Written through a Python file, so that a full disk is an ``OSError`` with its errno (torch's own
+    writer reports it as an obscure ``RuntimeError``); a failed write leaves no temporary file and
+    raises :class:`WriteFailed`."""
     tmp = run_dir / f".{CHECKPOINT}.tmp"
-    torch.save({k: v.detach().cpu() for k, v in trainer.state_dict().items()}, tmp)
-    tmp.replace(run_dir / CHECKPOINT)
+    state = {k: v.detach().cpu() for k, v in trainer.state_dict().items()}
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+        tmp.replace(run_dir / CHECKPOINT)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, Exception):
+            cause = exc.__cause__ or exc.__context__
+            raise write_failed(run_dir / CHECKPOINT, cause if isinstance(cause, OSError) else exc) from exc
+        raise
 
 
 class RunDiverged(RuntimeError):
-    """The run diverged (benchmarks/divergence.py); the run folder records it as diverged, with why."""
+    """The run diverged (benchmarks/run/divergence.py); the run folder records it as diverged, with why."""
+
+    def __init__(self, message: str, run_dir: Path | None = None):
+        super().__init__(message)
+        self.run_dir = run_dir  # the run folder that records it (its name is the run's id)
 
 
-__all__ = ["RunBusy", "RunDiverged", "RunResult", "run_experiment"]  # RunBusy: another process trains the run
+__all__ = ["RunBusy", "RunDiverged", "RunResult", "WriteFailed", "run_experiment"]  # RunBusy: another process trains the run
 
 
 @dataclass
@@ -106,34 +124,66 @@ def run_experiment(config: ExperimentConfig, force: bool = False,
     # is another run. Everything that can fail on bad input fails before anything is written.
     raw = load_dataset(cfg.dataset, cfg.data_dirs, cfg.data_args)
     run_dir = Path(cfg.results_dir) / cfg.run_id(raw.fingerprint)
-    if _reusable(cfg, run_dir, force):
-        return RunResult(run_dir, read_json(run_dir / "summary.json"), reused=True)
+    if (summary := reusable_summary(cfg, run_dir, force)) is not None:
+        return RunResult(run_dir, summary, reused=True)
 
     device = torch.device(cfg.device)
     splits = prepare_splits(raw, cfg.val_fraction, cfg.seed, device, cfg.train_limit, cfg.test_limit)
     _check_input_kind(cfg.arch, splits)
     seed_everything(cfg.seed)
-    trainer = ALGORITHMS.get(cfg.algorithm)(splits.input_shape, splits.num_classes, cfg.arch,
-                                            cfg.arch_args, cfg.hparams).to(device)
+    try:
+        trainer = ALGORITHMS.get(cfg.algorithm)(splits.input_shape, splits.num_classes, cfg.arch,
+                                                cfg.arch_args, cfg.hparams).to(device)
+    except (MemoryError, torch.OutOfMemoryError) as exc:
+        raise ConfigError(f"the network of {cfg.arch} {cfg.arch_args} does not fit in memory on {device}: "
+                          f"{_first_line(exc)}") from None
+    except RuntimeError as exc:
+        if "alloc" not in str(exc).lower():
+            raise
+        raise ConfigError(f"the network of {cfg.arch} {cfg.arch_args} does not fit in memory on {device}: "
+                          f"{_first_line(exc)}") from None
     meters = [METERS.get(name)() for name in cfg.measure]
     with hold_run(run_dir, wait=wait):  # from here on this process is the run folder's only writer
-        if _reusable(cfg, run_dir, force):  # another process finished it while this one waited
-            return RunResult(run_dir, read_json(run_dir / "summary.json"), reused=True)
+        if (summary := reusable_summary(cfg, run_dir, force)) is not None:  # finished while this one waited
+            return RunResult(run_dir, summary, reused=True)
         return _run_held(cfg, raw, run_dir, on_epoch, device, splits, trainer, meters)
 
 
-def _reusable(cfg: ExperimentConfig, run_dir: Path, force: bool) -> bool:
-    return is_done(run_dir) and not force and (cfg.save == "none" or (run_dir / CHECKPOINT).exists())
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def reusable_summary(cfg: ExperimentConfig, run_dir: Path, force: bool = False) -> dict[str, Any] | None:
+    """The summary of ``run_dir`` if it can stand for ``cfg`` (resolved) without training, else None.
+
+    It must be finished (``done``) with a readable summary (``folders.finished_summary``), hold the
+    checkpoint ``cfg.save`` asks for, and, if it diverged, have been judged by ``cfg``'s own thresholds
+    (``VERDICT_FIELDS`` are not part of the run's identity, so the same folder serves other ones: a
+    verdict that other thresholds, or chance as taken now, could overturn is judged again by training
+    again: ``divergence.verdict_stands``)."""
+    if force:
+        return None
+    summary = finished_summary(run_dir)
+    if summary is None or (cfg.save != "none" and not (run_dir / CHECKPOINT).exists()):
+        return None
+    if summary.get("status") == "diverged" and not verdict_stands(summary, cfg):
+        return None
+    return summary
 
 
 def _run_held(cfg: ExperimentConfig, raw, run_dir: Path, on_epoch, device, splits, trainer, meters) -> RunResult:
     """The rest of ``run_experiment``, while this process holds the run's lock."""
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
+    try:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+    except OSError as exc:
+        raise write_failed(run_dir, exc) from exc
     write_json(run_dir / "config.json", cfg.to_dict())
     numerics = contextlib.ExitStack()
+    # a run from a modified tree keeps the diff (once per content, beside the runs folder): its code can be recovered
     write_json(run_dir / "environment.json", {**describe_environment(device), "precision": cfg.precision,
+                                              **record_source(run_dir.parent.parent / SOURCE_DIFFS),
                                               **numerics.enter_context(run_numerics(device))})
     write_json(run_dir / "measurement.json", {
         "data": {"dataset": splits.name, "source": splits.source, "exact": raw.exact, "fingerprint": raw.fingerprint,
@@ -147,7 +197,10 @@ def _run_held(cfg: ExperimentConfig, raw, run_dir: Path, on_epoch, device, split
             summary = _train(cfg, trainer, splits, meters, run_dir, device, on_epoch)
     except BaseException as exc:  # record the failure, keep what was written, re-raise
         if not isinstance(exc, RunDiverged):
-            write_json(run_dir / "summary.json", {"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+            try:  # on a full disk this write fails too: the folder is then only unfinished (no summary)
+                write_json(run_dir / "summary.json", {"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+            except OSError:
+                pass
         raise
     finally:  # a pruned trial or an out-of-memory error must not leave NVML, threads or trackers running
         close_meters(meters)
@@ -206,7 +259,7 @@ def train_epoch(trainer: Trainer, xs: torch.Tensor, ys: torch.Tensor, batch_size
     trainer.end_epoch()  # inside the epoch's timed region: e.g. CaFo's closed-form predictor solve
     out = {key: float(value) / len(steps) for key, value in sums.items()}
     if sums:
-        out["loss_first_step"] = float(first)  # where divergence is measured from (benchmarks/divergence.py)
+        out["loss_first_step"] = float(first)  # where divergence is measured from (benchmarks/run/divergence.py)
     return out
 
 
@@ -220,7 +273,9 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, meters: list
     generator = torch.Generator().manual_seed(cfg.seed)
     n, bs = len(splits.train_y), cfg.batch_size
     history, best, since_best = [], None, 0
-    first_loss, chance = None, chance_accuracy(splits.train_y[:cfg.train_eval_limit])
+    # chance: the most frequent class's share of the training labels (what a constant prediction
+    # scores), not of the few labels that train accuracy is evaluated on (one label: 100 %)
+    first_loss, chance = None, chance_accuracy(splits.train_y, splits.num_classes)
     started = time.perf_counter()
     trainer.train(True)
     for epoch in range(cfg.epochs):
@@ -302,7 +357,7 @@ def _diverged(cfg, run_dir, row, history, meters, reason: str) -> dict:
                "measurements": {k: v for meter in meters for k, v in meter.end_run().items()}}
     write_json(run_dir / "summary.json", summary)
     mark_done(run_dir)  # deterministic: running the same config again would diverge again
-    raise RunDiverged(f"{run_dir.name}: {reason} (hparams {cfg.hparams}); recorded in {run_dir}")
+    raise RunDiverged(f"{run_dir.name}: {reason} (hparams {cfg.hparams}); recorded in {run_dir}", run_dir)
 
 
 def _epoch_line(cfg: ExperimentConfig, row: dict, mode: str) -> str:

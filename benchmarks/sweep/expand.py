@@ -32,10 +32,17 @@ A spec (YAML) says what a table is made of::
         algorithm_overrides: {mf: {hparams: {readout: flatten}}}
         per_profile: {quick: {train_limit: 2000}}
 
+A profile may also give ``per_dataset`` settings (``{mnist: {epochs: 27}}``) and ``budgets``: the
+budget protocols its runs are made under, each with its own settings (``benchmarks.run.config.BUDGETS``),
+e.g. ``budgets: {own: {}, matched: {patience: null, per_dataset: {mnist: {epochs: 27}}}}``: every run
+once per budget, the budget part of its identity and of every table that reads it. Without it a
+profile's runs are ``own``.
+
 A run's config is merged in this order (later wins; ``hparams`` and ``arch_args`` merge key by
 key): ``base``, the profile, the group's ``config`` and architecture, the group's ``per_profile``,
 the tuned entry of the params file, then the spec's, the group's and the profile's
-``algorithm_overrides``.
+``algorithm_overrides``, and last the profile's ``per_dataset`` entry and the budget's settings (so
+that a matched budget gives every algorithm of a cell the same epochs, its own caps overridden).
 
 Running: finished runs are reused (run folders are content-addressed), so an interrupted sweep
 goes on where it stopped. Each run's outcome (completed, reused, diverged, failed, unavailable) is
@@ -46,18 +53,21 @@ empty without training anything. The default is a dry run that prints every run 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import shlex
+import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from algorithms import ConfigError
 
-from .config import ExperimentConfig, run_key
-from .launchers import LAUNCHERS, outcome
-from .runs import append_jsonl, is_done, read_jsonl
+from benchmarks.run.config import BUDGETS, ExperimentConfig, run_key
+from benchmarks.sweep.launchers import LAUNCHERS, DataFingerprints, outcome
+from benchmarks.common.files import append_jsonl, read_jsonl, write_failed
+from benchmarks.run.folders import finished_summary, is_done
 
-SPECS_DIR = Path(__file__).resolve().parent / "specs"
+SPECS_DIR = Path(__file__).resolve().parents[1] / "specs"
 SPEC_KEYS = {"name", "caption", "reference", "measure", "base", "profiles", "algorithm_overrides",
              "params_file", "rows", "groups", "notes"}
 GROUP_KEYS = {"label", "paper_arch", "datasets", "arch", "arch_args", "algorithms", "config",
@@ -103,7 +113,55 @@ def load_spec(name_or_path: str | Path) -> dict[str, Any]:
         for key in ("datasets", "arch", "algorithms"):
             if key not in group:
                 raise ConfigError(f"{where} group {i + 1} has no {key!r}")
+    check_rows(spec, where)
     return spec
+
+
+def check_rows(spec: dict[str, Any], where: str = "spec") -> None:
+    """Refuse a ``rows:`` entry whose mode its algorithm does not have (``ConfigError`` naming the valid
+    modes): a misspelt mode would otherwise only show up as empty cells of a finished table."""
+    rows = spec.get("rows") or {}
+    items = rows.items() if isinstance(rows, dict) else ((r.get("paper"), r) for r in rows if isinstance(r, dict))
+    for paper, row in items:
+        if not isinstance(row, dict) or not isinstance(row.get("algorithm"), str) or "mode" not in row:
+            continue  # malformed rows are refused where tables read them (tables.accuracy.spec_rows)
+        algorithm, mode = row["algorithm"], str(row["mode"])
+        patterns = prediction_mode_patterns(algorithm)
+        if patterns is None or any(_mode_matches(mode, p) for p in patterns):
+            continue
+        raise ConfigError(f"{where}: row {paper!r} asks for mode {mode!r} of {algorithm}, which has modes: "
+                          f"{', '.join(patterns)}")
+
+
+def _mode_matches(mode: str, pattern: str) -> bool:
+    if pattern.endswith("<N>"):
+        prefix = pattern[:-3]
+        return mode.startswith(prefix) and mode[len(prefix):].isdigit() and not mode[len(prefix):].startswith("0")
+    return mode == pattern
+
+
+@functools.lru_cache(maxsize=None)
+def prediction_mode_patterns(algorithm: str) -> tuple[str, ...] | None:
+    """The prediction modes of ``algorithm`` (``prediction_modes`` of a trainer built without memory, on
+    torch's meta device), numbered ones as one pattern: MF's ``ff, bp, layer<N>``. None where no small
+    network can be built for it here (then no row of it is checked)."""
+    import re
+
+    import torch
+    from algorithms import ALGORITHMS, UnknownNameError
+
+    try:
+        trainer_class = ALGORITHMS.get(algorithm)
+    except UnknownNameError as exc:
+        raise ConfigError(str(exc)) from None
+    for arch, args, shape in (("mlp", {"widths": [4, 4]}, (1, 8, 8)), ("cnn", {"channels": [4, 4]}, (3, 8, 8))):
+        try:
+            with torch.device("meta"):
+                modes = trainer_class(shape, 3, arch, args, {}).prediction_modes
+        except Exception:  # noqa: BLE001 - this network does not suit the algorithm: try the next
+            continue
+        return tuple(dict.fromkeys(re.sub(r"[1-9]\d*$", "<N>", m) for m in modes))
+    return None
 
 
 def _refuse_unknown(d: dict, valid: set[str], where: str) -> None:
@@ -145,10 +203,15 @@ def expand(spec: dict[str, Any], profile: str, params_file: str | Path | None = 
     profile_params = prof.pop("params_file", None)
     prof.pop("tune", None)  # the trials' budget (benchmarks.tuning.trial_budget), not the runs'
     profile_overrides = prof.pop("algorithm_overrides", {})
+    per_dataset = prof.pop("per_dataset", {})
+    budgets = prof.pop("budgets", {"own": {}})
+    if not isinstance(budgets, dict) or not budgets or not set(budgets) <= set(BUDGETS):
+        raise ConfigError(f"spec {spec['name']} profile {profile}: budgets must map some of "
+                          f"{', '.join(BUDGETS)} to their settings, got {budgets!r}")
     params_file = params_file or profile_params or spec.get("params_file")
     tuned: dict[str, Any] = {}
     if params_file:
-        from .params_file import check_entry_current, load_params_file
+        from benchmarks.sweep.params_file import check_entry_current, load_params_file
         tuned = load_params_file(params_file)
     location = {k: v for k, v in (("results_dir", results_dir), ("data_dirs", data_dirs)) if v is not None}
     out = []
@@ -162,17 +225,22 @@ def expand(spec: dict[str, Any], profile: str, params_file: str | Path | None = 
                 entry = tuned.get(f"{algorithm}/{dataset}/{label}")
                 if entry is not None:
                     check_entry_current(f"{algorithm}/{dataset}/{label}", entry, params_file)
-                for seed in seeds:
-                    values = merge({"tag": spec["name"], "measure": spec.get("measure", ["time"])},
-                                   spec.get("base"), prof, group.get("config"), network,
-                                   group.get("per_profile", {}).get(profile),
-                                   entry,
-                                   spec.get("algorithm_overrides", {}).get(algorithm),
-                                   group.get("algorithm_overrides", {}).get(algorithm),
-                                   profile_overrides.get(algorithm),
-                                   {"algorithm": algorithm, "dataset": dataset, "seed": seed, "quiet": True},
-                                   location)
-                    configs.append(ExperimentConfig.from_dict(values))
+                for budget, settings in budgets.items():
+                    settings = dict(settings or {})
+                    budget_per_dataset = settings.pop("per_dataset", {})
+                    for seed in seeds:
+                        values = merge({"tag": spec["name"], "measure": spec.get("measure", ["time"])},
+                                       spec.get("base"), prof, group.get("config"), network,
+                                       group.get("per_profile", {}).get(profile),
+                                       entry,
+                                       spec.get("algorithm_overrides", {}).get(algorithm),
+                                       group.get("algorithm_overrides", {}).get(algorithm),
+                                       profile_overrides.get(algorithm),
+                                       per_dataset.get(dataset), settings, budget_per_dataset.get(dataset),
+                                       {"algorithm": algorithm, "dataset": dataset, "seed": seed, "quiet": True,
+                                        "budget": budget},
+                                       location)
+                        configs.append(ExperimentConfig.from_dict(values))
         out.append((group, configs))
     return out
 
@@ -181,11 +249,21 @@ def status_file(results_root: str | Path, spec_name: str, profile: str) -> Path:
     return Path(results_root) / "sweeps" / f"{spec_name}_{profile}.jsonl"
 
 
-def latest_statuses(path: str | Path) -> dict[str, dict[str, Any]]:
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def latest_statuses(path: str | Path, warn: Callable[[str], None] = _warn) -> dict[str, dict[str, Any]]:
     """The last recorded outcome of every run in a sweep's status file, by :func:`run_key` (recomputed, so
-    that lines written before a config field existed match the configs of today)."""
+    that lines written before a config field existed match the configs of today).
+
+    A line that is not an outcome (not a JSON object with a key and a status, e.g. the ``null`` an old
+    launcher wrote for a killed worker) is skipped and named through ``warn`` (default: stderr)."""
     out = {}
-    for row in read_jsonl(Path(path)):
+    for row in read_jsonl(Path(path), on_bad_line=warn):
+        if not isinstance(row.get("key"), str) or not isinstance(row.get("status"), str):
+            warn(f"{path}: a line without a run key and status ({json.dumps(row)[:60]}); skipped")
+            continue
         try:
             key = run_key(json.loads(row["key"]))
         except (ValueError, TypeError, AttributeError):  # not a config's JSON: keep it as written
@@ -197,7 +275,7 @@ def latest_statuses(path: str | Path) -> dict[str, dict[str, Any]]:
 def command_for(cfg: ExperimentConfig) -> str:
     """A command line that runs ``cfg`` alone: every field that differs from the defaults, as given."""
     defaults = ExperimentConfig().to_dict()
-    parts = ["python", "scripts/run_experiment.py"]
+    parts = ["bpfree", "run"]
     for key, value in cfg.to_dict().items():
         if key != "quiet" and value != defaults[key]:
             parts += ["--set", f"{key}={json.dumps(value, separators=(',', ':'))}"]
@@ -212,10 +290,17 @@ def run_configs(configs: Iterable[ExperimentConfig], *, dry_run: bool = True, la
     Finished runs are not launched again unless ``force``. Every outcome is appended to
     ``status_path`` as it arrives, so an interrupted sweep keeps what it learned.
     """
+    from benchmarks.run.runner import reusable_summary
+
     configs = list(configs)
     resolved = [c.resolve() for c in configs]
     fingerprints = DataFingerprints()
-    todo = [c for c in resolved if force or not is_done(Path(c.results_dir) / c.run_id(fingerprints(c)))]
+    # finished: a `done` folder with a readable summary, a diverged one judged by this config's thresholds
+    todo = [c for c in resolved if reusable_summary(c, Path(c.results_dir) / fingerprints.run_id(c), force) is None]
+    for c in todo:
+        run_dir = Path(c.results_dir) / fingerprints.run_id(c)
+        if not force and is_done(run_dir) and finished_summary(run_dir) is None:
+            log(f"note: {run_dir} is marked done but its summary.json is damaged; it is run again")
     if dry_run:
         for cfg, res in zip(configs, resolved):
             state = "todo" if res in todo else "done"
@@ -241,22 +326,6 @@ def run_configs(configs: Iterable[ExperimentConfig], *, dry_run: bool = True, la
     return outcomes
 
 
-class DataFingerprints:
-    """The content fingerprint of each dataset a sweep's configs name, taken once per dataset (and
-    data dirs and settings): what tells a finished run folder from a stale one."""
-
-    def __init__(self):
-        self._memo: dict[str, str | None] = {}
-
-    def __call__(self, cfg: ExperimentConfig) -> str | None:
-        from .datasets import dataset_fingerprint
-
-        key = json.dumps([cfg.dataset, cfg.data_dirs, cfg.data_args], sort_keys=True)
-        if key not in self._memo:
-            self._memo[key] = dataset_fingerprint(cfg.dataset, cfg.data_dirs, cfg.data_args)
-        return self._memo[key]
-
-
 def run_dir_of(cfg: ExperimentConfig) -> Path:
     """The run folder of ``cfg`` (resolved here) with the data on this machine: its fingerprint included."""
     cfg = cfg.resolve()
@@ -264,6 +333,10 @@ def run_dir_of(cfg: ExperimentConfig) -> Path:
 
 
 def _record(path: str | Path | None, row: dict[str, Any]) -> None:
+    """Append an outcome to the status file; a write that fails raises ``WriteFailed`` naming the file."""
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise write_failed(path, exc) from exc
         append_jsonl(Path(path), row)

@@ -3,15 +3,25 @@
 * ``local``: each run in its own Python process, ``jobs`` at a time on this machine. The cores are
   shared between the parallel runs (``OMP_NUM_THREADS``), and where there are several GPUs each
   process sees one (``CUDA_VISIBLE_DEVICES``, taken from the parent's own when it has one:
-  ``gpu_for_slot``). A run's output goes to
-  ``<results>/sweeps/logs/<run_id>.log``. A worker is killed when the sweep's process ends, however
-  it ends (``prctl(PR_SET_PDEATHSIG)``), and each run folder's lock (``runs.hold_run``) keeps two
-  sweeps from training one run at once: the second waits and reuses the result.
+  ``gpu_for_slot``). A run's output is appended to ``<results>/sweeps/logs/<run_id>.log`` (the
+  run folder's name, data fingerprint included), each attempt under a header line, so that two
+  sweeps sharing a run keep both their outputs; the worker hands its outcome back through a pipe of
+  its own, never through the log. A worker killed (``kill -9``), or one that ends without an
+  outcome (e.g. it cannot write its log), is a ``failed`` outcome that says so. A worker is killed
+  when the sweep's process ends, however it ends (``prctl(PR_SET_PDEATHSIG)``), and each run
+  folder's lock (``runs.hold_run``) keeps two sweeps from training one run at once: the second waits
+  and reuses the result.
 * ``slurm``: one job array on a Slurm cluster through submitit (``pip install submitit``);
   ``options`` are submitit's executor parameters (``slurm_partition``, ``timeout_min``,
-  ``gpus_per_node``, ...), ``jobs`` is the array's parallelism.
+  ``gpus_per_node``, ...), ``jobs`` is the array's parallelism; ``poll_s`` (default 5) is how often
+  finished tasks are looked for. A task that ends without an outcome (``scancel``, its time limit,
+  out of memory, a lost node) is a ``failed`` outcome that says so (``_task_outcome``: sacct's
+  state, the task's log); its run folder is left unfinished, so the next sweep trains it again.
+  Logs: ``<results>/sweeps/submitit/<array>_<task>/``. An option or a job sbatch refuses is a
+  ``ConfigError``.
 * ``submitit-local``: the same submitit path with its local executor, so that the Slurm path is
-  exercised on a machine without a cluster (the tests use it).
+  exercised on a machine without a cluster (tests/test_sweep.py; tests/test_slurm.py submits to a
+  real one where CI has started it: .ci/setup.d/slurm.sh).
 
 A launcher yields one outcome per run, as soon as it is known: ``completed``, ``diverged``,
 ``failed`` (with the error) or ``unavailable`` (the dataset is not on this machine). A failing run
@@ -20,8 +30,10 @@ never stops the others.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -31,11 +43,11 @@ from typing import Any, Callable, Iterator
 
 from algorithms.registry import Registry
 
-from .config import ExperimentConfig, run_key
+from benchmarks.run.config import ExperimentConfig, run_key
 
 Launcher = Callable[..., Iterator[dict[str, Any]]]
 LAUNCHERS: Registry[Launcher] = Registry("launcher")
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def outcome(cfg: ExperimentConfig, status: str, error: str = "", seconds: float = 0.0,
@@ -48,8 +60,8 @@ def outcome(cfg: ExperimentConfig, status: str, error: str = "", seconds: float 
 def run_one(config: dict[str, Any], force: bool = False) -> dict[str, Any]:
     """Run one config in this process; its outcome as a dict (never raises for a run's own failure)."""
     from algorithms import ConfigError, UnknownNameError
-    from .datasets import DatasetCorrupt, DatasetUnavailable
-    from .runner import RunDiverged, run_experiment
+    from benchmarks.datasets import DatasetCorrupt, DatasetUnavailable
+    from benchmarks.run.runner import RunDiverged, run_experiment
 
     cfg = ExperimentConfig.from_dict(config).resolve()
     started = time.perf_counter()
@@ -63,11 +75,35 @@ def run_one(config: dict[str, Any], force: bool = False) -> dict[str, Any]:
         status, error = "unavailable", str(exc)
     except RunDiverged as exc:
         status, error = "diverged", str(exc)
+        run_id = exc.run_dir.name if getattr(exc, "run_dir", None) is not None else None
     except (ConfigError, UnknownNameError) as exc:
         status, error = "failed", f"bad config: {exc}"
     except Exception as exc:  # noqa: BLE001 - recorded, and the sweep goes on
-        status, error = "failed", f"{type(exc).__name__}: {exc}"
-    return outcome(cfg, status, error, time.perf_counter() - started, run_id=run_id)
+        status, error = "failed", f"{type(exc).__name__}: {exc}" if not isinstance(exc, OSError) else str(exc)
+    return outcome(cfg, status, error, time.perf_counter() - started, run_id=run_id or DataFingerprints().run_id(cfg))
+
+
+class DataFingerprints:
+    """The content fingerprint of each dataset a sweep's configs name, taken once per dataset (and
+    data dirs and settings): what tells a finished run folder from a stale one, and names it."""
+
+    def __init__(self):
+        self._memo: dict[str, str | None] = {}
+
+    def __call__(self, cfg: ExperimentConfig) -> str | None:
+        from benchmarks.datasets import dataset_fingerprint
+
+        key = json.dumps([cfg.dataset, cfg.data_dirs, cfg.data_args], sort_keys=True)
+        if key not in self._memo:
+            try:
+                self._memo[key] = dataset_fingerprint(cfg.dataset, cfg.data_dirs, cfg.data_args)
+            except Exception:  # noqa: BLE001 - unreadable data: the run itself says why
+                self._memo[key] = None
+        return self._memo[key]
+
+    def run_id(self, cfg: ExperimentConfig) -> str:
+        """The name of ``cfg``'s run folder (``cfg`` resolved) with the data on this machine."""
+        return cfg.run_id(self(cfg))
 
 
 @LAUNCHERS.register("local")
@@ -77,8 +113,19 @@ def local(configs: list[ExperimentConfig], jobs: int = 1, force: bool = False) -
     jobs = max(1, min(jobs, len(configs)))
     threads = max(1, (os.cpu_count() or 1) // jobs)
     gpus = _cuda_device_count()
+    fingerprints = DataFingerprints()
+    run_ids = {id(cfg): fingerprints.run_id(cfg) for cfg in configs}  # the folders' names: the logs' too
 
     def launch(slot: int, cfg: ExperimentConfig) -> dict[str, Any]:
+        run_id = run_ids[id(cfg)]
+        started = time.perf_counter()
+        try:
+            return _launch(slot, cfg, run_id, started)
+        except Exception as exc:  # noqa: BLE001 - e.g. no process could be started: this run failed, the sweep goes on
+            return outcome(cfg, "failed", f"the run's process could not be run: {type(exc).__name__}: {exc}",
+                           time.perf_counter() - started, run_id=run_id)
+
+    def _launch(slot: int, cfg: ExperimentConfig, run_id: str, started: float) -> dict[str, Any]:
         env = dict(os.environ, PYTHONUNBUFFERED="1",
                    PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))
         if jobs > 1:
@@ -86,31 +133,68 @@ def local(configs: list[ExperimentConfig], jobs: int = 1, force: bool = False) -
             gpu = gpu_for_slot(slot, jobs, os.environ.get("CUDA_VISIBLE_DEVICES"), gpus)
             if gpu is not None:
                 env["CUDA_VISIBLE_DEVICES"] = gpu
-        log_path = Path(cfg.results_dir).parent / "sweeps" / "logs" / f"{cfg.run_id()}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        started = time.perf_counter()
-        # the config goes in on stdin and the outcome comes back as the log's last line: no temporary
-        # files, so a sweep killed at any point leaves nothing behind but its logs
-        with open(log_path, "w") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "benchmarks.launchers", *(["--force"] if force else [])],
-                                    stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                    preexec_fn=_die_with_parent, text=True)
+        log_path = Path(cfg.results_dir).parent / "sweeps" / "logs" / f"{run_id}.log"
+        log = None
+        try:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log = open(log_path, "a")  # appended: another sweep's attempt at the same run keeps its lines
+            log.write(f"=== attempt of sweep process {os.getpid()} at {time.strftime('%Y-%m-%dT%H:%M:%S')} ===\n")
+            log.flush()
+        except OSError as exc:
+            if log is not None:
+                with contextlib.suppress(OSError):
+                    log.close()
+            return outcome(cfg, "failed", f"cannot write the run's log {log_path}: {exc.strerror or exc}",
+                           time.perf_counter() - started, run_id=run_id)
+        # the config goes in on stdin and the outcome comes back through a pipe of the worker's own: no
+        # temporary files, so a sweep killed at any point leaves nothing behind but its logs
+        read_end, write_end = os.pipe()
+        env[OUTCOME_FD_ENV] = str(write_end)
+        with log:
             try:
-                proc.communicate(json.dumps(cfg.to_dict()))
+                proc = subprocess.Popen([sys.executable, "-m", "benchmarks.sweep.launchers",
+                                         *(["--force"] if force else [])],
+                                        stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                        preexec_fn=_die_with_parent, text=True, pass_fds=(write_end,))
+            except BaseException:
+                os.close(read_end)
+                raise
+            finally:
+                os.close(write_end)
+            try:
+                with open(read_end, "rb") as pipe:
+                    try:
+                        proc.stdin.write(json.dumps(cfg.to_dict()))
+                        proc.stdin.close()
+                    except BrokenPipeError:  # the worker is gone already: its exit code says why
+                        with contextlib.suppress(OSError):
+                            proc.stdin.close()
+                    report = pipe.read()  # until the worker ends (its end of the pipe closes)
+                code = proc.wait()
             except BaseException:
                 proc.kill()
                 raise
-            code = proc.returncode
-        outcome = _outcome_from_log(log_path)
-        if outcome is not None:
-            return outcome
-            return outcome(cfg, "failed", f"the run's process ended with exit code {code}; see {log_path}",
-                        time.perf_counter() - started)
+        result = _parse_outcome(report)
+        if result is not None:
+            return result
+        if code < 0:
+            try:
+                name = f" ({signal.Signals(-code).name})"
+            except ValueError:
+                name = ""
+            why = f"the run's process was killed by signal {-code}{name}"
+        else:
+            why = f"the run's process ended with exit code {code} without an outcome"
+        return outcome(cfg, "failed", f"{why}; see {log_path}", time.perf_counter() - started, run_id=run_id)
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(launch, i % jobs, cfg) for i, cfg in enumerate(configs)]
-        for future in as_completed(futures):
-            yield future.result()
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        finally:  # the sweep stopped (e.g. its status file cannot be written): start no further run
+            for future in futures:
+                future.cancel()
 
 
 def _submitit(configs: list[ExperimentConfig], jobs: int, force: bool, cluster: str | None,
@@ -128,10 +212,66 @@ def _submitit(configs: list[ExperimentConfig], jobs: int, force: bool, cluster: 
     params = {"timeout_min": 24 * 60, **options}
     if executor.cluster == "slurm":
         params.setdefault("slurm_array_parallelism", jobs)
-    executor.update_parameters(**params)
-    submitted = executor.map_array(run_one, [c.to_dict() for c in configs], [force] * len(configs))
-    for job in submitit.helpers.as_completed(submitted):
-        yield job.result()
+    poll_s = float(params.pop("poll_s", 5))  # how often finished tasks are looked for (not submitit's)
+    from algorithms import ConfigError
+    try:
+        executor.update_parameters(**params)
+    except (NameError, ValueError, TypeError) as exc:  # an unknown or ill-typed --launcher-opt: one line
+        raise ConfigError(f"bad --launcher-opt for {executor.cluster}: {str(exc).strip().splitlines()[0]}") from None
+    try:
+        submitted = executor.map_array(run_one, [c.to_dict() for c in configs], [force] * len(configs))
+    except submitit.core.utils.FailedJobError as exc:  # sbatch said no: a partition, account, GPU count ...
+        raise ConfigError(f"sbatch refused the job array: {'; '.join(str(exc).strip().splitlines())}") from None
+    config_of = {id(job): cfg for job, cfg in zip(submitted, configs)}
+    for job in submitit.helpers.as_completed(submitted, poll_frequency=poll_s):
+        yield _task_outcome(job, config_of[id(job)])
+
+
+def _task_outcome(job: Any, cfg: ExperimentConfig) -> dict[str, Any]:
+    """A finished submitit task's outcome: the run's own, or, for a task that ended without one
+    (cancelled with ``scancel``, past its time limit, killed for memory, its node lost), ``failed``
+    with the scheduler's word for how it ended and where its log is. The run folder of such a task
+    has no ``done`` marker, so the next sweep trains it again (and reuses the finished ones)."""
+    state, error = "", None
+    if not job.paths.result_pickle.exists():  # ended by the scheduler: no result is coming, don't wait for one
+        state = _task_state(job)
+    if not state.startswith(_ENDED_BY_SLURM):
+        try:
+            row = job.result()
+            if row.get("status") == "failed" and "timed-out" in row.get("error", ""):
+                # submitit's signal before the time limit (``slurm_signal_delay_s``) ended the run mid-way
+                row = dict(row, error=f"timed out: Slurm task {job.job_id} reached its time limit ({row['error']}); "
+                                      f"see {job.paths.stderr}")
+            return row
+        except Exception as exc:  # noqa: BLE001 - one task's end must not stop the others' outcomes
+            state, error = _task_state(job), exc
+    word = state.split()[0] if state.strip() else "UNKNOWN"
+    how = {"CANCELLED": "cancelled", "TIMEOUT": "timed out", "OUT_OF_MEMORY": "out of memory",
+           "NODE_FAIL": "node failed", "PREEMPTED": "preempted"}.get(word, "ended without an outcome")
+    first = str(error).strip().splitlines() if error is not None else []
+    detail = f"; {type(error).__name__}: {first[0]}" if first and word not in ("CANCELLED", "TIMEOUT") else ""
+    return outcome(cfg, "failed", f"{how}: Slurm task {job.job_id} ended {state or word}{detail}; see {job.paths.stderr}",
+                   run_id=_folder_name(cfg))
+
+
+_ENDED_BY_SLURM = ("CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE")
+
+
+def _task_state(job: Any) -> str:
+    """sacct's state of a task, e.g. ``CANCELLED by 1000``, ``TIMEOUT``, ``COMPLETED``; "" if unknown."""
+    try:
+        return str(job.state).strip()
+    except Exception:  # noqa: BLE001 - no accounting to ask
+        return ""
+
+
+def _folder_name(cfg: ExperimentConfig) -> str | None:
+    """The run folder's name of resolved ``cfg`` (data fingerprint included), None if the data cannot be read."""
+    try:
+        from benchmarks.datasets import dataset_fingerprint
+        return cfg.run_id(dataset_fingerprint(cfg.dataset, cfg.data_dirs, cfg.data_args))
+    except Exception:  # noqa: BLE001 - the outcome names the run by its config alone
+        return None
 
 
 @LAUNCHERS.register("slurm")
@@ -176,7 +316,8 @@ def _cuda_device_count() -> int:
         return 0
 
 
-OUTCOME = "OUTCOME "  # prefix of the worker's last line: its outcome as JSON
+OUTCOME = "OUTCOME "  # prefix of the worker's outcome line, as JSON (on the pipe, else on stdout)
+OUTCOME_FD_ENV = "BPFREE_OUTCOME_FD"  # the local launcher's worker writes its outcome to this file descriptor
 
 
 def _die_with_parent() -> None:
@@ -194,21 +335,36 @@ def _die_with_parent() -> None:
             os._exit(1)
 
 
-def _outcome_from_log(log_path: Path) -> dict[str, Any] | None:
-    try:
-        lines = log_path.read_text(errors="replace").splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
+def _parse_outcome(report: bytes) -> dict[str, Any] | None:
+    """The outcome a worker wrote to its pipe, or None (it was killed first, or wrote something else)."""
+    for line in reversed(report.decode(errors="replace").splitlines()):
         if line.startswith(OUTCOME):
             try:
-                return json.loads(line[len(OUTCOME):])
+                value = json.loads(line[len(OUTCOME):])
             except json.JSONDecodeError:
                 return None
+            return value if isinstance(value, dict) and isinstance(value.get("status"), str) else None
     return None
 
 
-if __name__ == "__main__":  # the local launcher's worker: the config as JSON on stdin, [--force]
+def _worker_main() -> None:
+    """The local launcher's worker: the config as JSON on stdin, ``[--force]``; its outcome to the file
+    descriptor in ``$BPFREE_OUTCOME_FD`` (else stdout), a line for the log on stdout."""
+    fd = os.environ.get(OUTCOME_FD_ENV)
+    if fd is not None:
+        os.set_inheritable(int(fd), False)  # no process this one starts holds the pipe open
     result = run_one(json.loads(sys.stdin.read()), force="--force" in sys.argv[1:])
-    print(f"{result['status']}: {result['run_id']} {result['error']}".rstrip())
-    print(OUTCOME + json.dumps(result, allow_nan=False), flush=True)
+    line = OUTCOME + json.dumps(result, allow_nan=False) + "\n"
+    if fd is not None:
+        with open(int(fd), "w") as pipe:  # first: a log that cannot be written must not lose the outcome
+            pipe.write(line)
+    try:
+        print(f"{result['status']}: {result['run_id']} {result['error']}".rstrip(), flush=True)
+        if fd is None:
+            print(line, end="", flush=True)
+    except OSError:  # the log cannot be written (e.g. a full disk); the outcome is on the pipe
+        pass
+
+
+if __name__ == "__main__":
+    _worker_main()

@@ -18,13 +18,25 @@ def load_params_file(path: str | Path) -> dict[str, dict[str, Any]]:
     """The params file as a dict, e.g. for a sweep (``{key: {ExperimentConfig fields}}``)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"params file {path} not found (tune first: scripts/sweep.py <spec> --tune N, or scripts/tune.py)")
-    text = path.read_text()
+        raise ConfigError(f"params file {path} not found (tune first: bpfree sweep <spec> --tune N, or bpfree tune)")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"params file {path} cannot be read: {exc}") from None
     if path.suffix in (".yaml", ".yml"):
         import yaml
-        values = yaml.safe_load(text)
+        try:
+            values = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+            raise ConfigError(f"params file {path} is not valid YAML{at}: "
+                              f"{getattr(exc, 'problem', None) or type(exc).__name__}") from None
     else:
-        values = json.loads(text)
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"params file {path} is not valid JSON: {exc}") from None
     if not isinstance(values, dict) or not all(isinstance(v, dict) for v in values.values()):
         raise ConfigError(f"params file {path} must map '<algorithm>/<dataset>/<label>' to config fields")
     return values
@@ -53,14 +65,14 @@ def check_entry_current(key: str, entry: dict[str, Any], path: str | Path) -> No
     common = {f.name for f in dataclasses.fields(TrainerHParams)} - set(EXECUTION_HPARAMS)
     if not common <= named:
         return  # not written resolved: a hand-written entry
-    from .config import IMPLICIT_HPARAMS
+    from benchmarks.run.config import IMPLICIT_HPARAMS
     implicit = IMPLICIT_HPARAMS.get(key.split("/", 1)[0], {})
     missing = sorted(f.name for f in dataclasses.fields(hparams_class)
                      if f.name not in named and f.name not in EXECUTION_HPARAMS
                      and not (f.name in implicit and implicit[f.name] == f.default))
     if missing:
         raise ConfigError(f"params file {path}: entry {key} was tuned before its algorithm had "
-                          f"{', '.join(missing)}; tune it again (scripts/sweep.py <spec> --tune N) or remove it")
+                          f"{', '.join(missing)}; tune it again (bpfree sweep <spec> --tune N) or remove it")
 
 
 def describe_tuning(path: str | Path, study_suffix: str, cells: int) -> str:

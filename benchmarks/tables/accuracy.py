@@ -6,7 +6,9 @@ mode that give it). Its runs are the configs ``sweep.expand(spec, profile)`` yie
 algorithm, one per seed, matched with the loaded run folders by ``sweep.run_key`` (so runs made on
 another device count). A seed's value is the test accuracy of the row's mode at the epoch with the
 best *validation* accuracy (``summary["selected"]["test_acc_<mode>"]``); the cell is the mean ± std
-(sample std, ddof 1) over the seeds that completed. A cell with fewer seeds than asked says why, from
+(sample std, ddof 1) over the seeds that completed, and the CSV's ``values`` column lists each of those
+seeds' values (``seed:value;...``), so that two rows can be paired by seed (the suite's seed k gives
+every algorithm the same split and data order). A cell with fewer seeds than asked says why, from
 the run folders and the sweep's status file (``<results>/sweeps/<spec>_<profile>.jsonl``): diverged,
 failed, dataset unavailable here, not run yet. The published mean ± std sits beside ours with the
 difference in points. Beside ours, ``by test`` is the same seeds with each one's epoch chosen by its *test*
@@ -30,12 +32,12 @@ from typing import Any, Iterable
 
 from algorithms import ConfigError, UnknownNameError
 
-from .accuracy_render import DATASET_NOTES, MONO_FORWARD, PUBLISHED, AccuracyTable
-from .accuracy_render import write_table  # noqa: F401 (scripts/plots.py writes through this module)
-from .params_file import describe_tuning
-from .reference import PAPER_DATASET, load_reference
-from .runs import prefer
-from .sweep import expand, run_key
+from benchmarks.tables.accuracy_render import DATASET_NOTES, MONO_FORWARD, PUBLISHED, AccuracyTable, seed_values
+from benchmarks.tables.accuracy_render import write_table  # noqa: F401 (bpfree plots writes through this module)
+from benchmarks.sweep.params_file import describe_tuning
+from benchmarks.reference import PAPER_DATASET, load_reference
+from benchmarks.run.folders import prefer
+from benchmarks.sweep.expand import expand, run_key
 
 FINISHED = ("completed", "diverged")  # run folders with a `done` marker
 ERROR_CHARS = 80  # a failure's message is cut to this many characters in a note
@@ -146,8 +148,10 @@ def seed_outcome(key: str, seed: int, mode: str, runs_by_key: dict[str, dict], s
     run = runs_by_key.get(key)
     summary = run.get("summary", {}) if run else {}
     status = summary.get("status")
+    if status in FINISHED and not run.get("done", True):
+        status = None  # a summary without its `done` marker (e.g. the disk filled up before it) is unfinished
     if status == "completed":
-        value = summary.get("selected", {}).get(f"test_acc_{mode}")
+        value = selected_on_own_validation(run, mode)
         if value is None:
             return None, "no mode", f"no {mode} accuracy in the run (seed {seed})"
         return float(value), "ok", ""
@@ -194,6 +198,22 @@ def _cell_note(outcomes: list[tuple[int, float | None, str, str]], n_expected: i
     return "; ".join(parts)
 
 
+def selected_on_own_validation(run: dict[str, Any], mode: str) -> float | None:
+    """``mode``'s test accuracy at the epoch with ``mode``'s own best validation accuracy, among the epochs
+    the run could select (those of its selected epoch's phase: MF's sequential schedule selects only in
+    its last block's share). A run selects and stops on its default mode; reading another mode (MF's
+    ``bp``) at that epoch would let the FF-pred validation accuracy choose it. The first best wins, as in
+    the runner, so the default mode reads exactly the run's selected epoch. A run without a validation
+    split (or epochs) is read at its summary's selected epoch."""
+    summary = run.get("summary", {})
+    phase = summary.get("selected", {}).get("phase")
+    epochs = [e for e in run.get("epochs", []) if e.get("phase") == phase and e.get(f"val_acc_{mode}") is not None]
+    if not epochs:
+        return summary.get("selected", {}).get(f"test_acc_{mode}")
+    best = max(epochs, key=lambda e: e[f"val_acc_{mode}"])  # max keeps the first of equal ones
+    return best.get(f"test_acc_{mode}")
+
+
 def best_test_accuracy(run: dict[str, Any] | None, mode: str) -> float | None:
     """The run's best test accuracy of ``mode`` over its epochs (its epoch chosen on test), or None when
     an epoch has no test accuracy of that mode (then choosing on test is not possible from the folder)."""
@@ -236,14 +256,15 @@ def table_rows(spec: dict[str, Any], profile: str, runs: Iterable[dict], statuse
                 elif ref is None and arch in published_archs:  # the paper has this network, not this cell
                     notes.append("not in the paper")
                 if isinstance(configs, str):  # the group cannot be expanded here
-                    seeds, values, by_test = default_seeds, [], []
+                    seeds, values, by_test, per_seed = default_seeds, [], [], []
                     notes.append(f"cannot run here: {configs}")
                 else:
                     mine = [c for c in configs if c["dataset"] == dataset and c["algorithm"] == row["algorithm"]]
                     seeds = [c["seed"] for c in mine]
                     outcomes = [(c["seed"], *seed_outcome(run_key(c), c["seed"], row["mode"], runs_by_key, statuses))
                                 for c in mine]
-                    values = [v for _, v, kind, _ in outcomes if kind == "ok"]
+                    per_seed = [(seed, v) for seed, v, kind, _ in outcomes if kind == "ok"]
+                    values = [v for _, v in per_seed]
                     by_test = [best_test_accuracy(runs_by_key.get(run_key(c)), row["mode"])
                                for c, (_, _, kind, _) in zip(mine, outcomes) if kind == "ok"]
                     notes.append(_cell_note(outcomes, len(mine)))
@@ -256,7 +277,7 @@ def table_rows(spec: dict[str, Any], profile: str, runs: Iterable[dict], statuse
                     "published_mean": ref_mean, "published_std": ref_std, "mean": mean, "std": std,
                     "n": len(values), "seeds": len(seeds), "by_test_mean": by_test_mean, "by_test_std": by_test_std,
                     "difference": mean - ref_mean if mean is not None and ref_mean is not None else None,
-                    "note": "; ".join(n for n in notes if n)})
+                    "note": "; ".join(n for n in notes if n), "values": seed_values(per_seed)})
     return out
 
 
@@ -328,13 +349,22 @@ def describe_profile(spec: dict[str, Any], profile: str, configs: list[dict]) ->
     return f"{profile.upper()} profile: {body}"
 
 
+def budgets_of(spec: dict[str, Any], profile: str) -> list[str]:
+    """The budget protocols ``profile``'s runs are made under (``sweep.expand``'s ``budgets``; ``own`` alone
+    without them)."""
+    return list(spec["profiles"][profile].get("budgets") or {"own": {}})
+
+
 def build_table(spec: dict[str, Any], profile: str, runs: Iterable[dict], statuses: dict[str, dict],
-                reference: list[dict[str, str]] | None = None, params_file: str | Path | None = None
-                ) -> AccuracyTable:
-    """The whole table: rows, title and profile line (``reference`` defaults to the spec's published table)."""
+                reference: list[dict[str, str]] | None = None, params_file: str | Path | None = None,
+                budget: str | None = None) -> AccuracyTable:
+    """The whole table: rows, title and profile line (``reference`` defaults to the spec's published table).
+    ``budget``: only the runs of that budget protocol (a profile with several makes one table each)."""
     if reference is None:
         reference = load_reference(str(spec.get("reference", "")))
     expected = expected_runs(spec, profile, params_file)
+    if budget is not None:
+        expected = [(g, cs if isinstance(cs, str) else [c for c in cs if c["budget"] == budget]) for g, cs in expected]
     rows = table_rows(spec, profile, list(runs), statuses, reference, expected=expected)
     configs = [c for _, cs in expected if isinstance(cs, list) for c in cs]
     caption = spec.get("caption") or spec["name"]
@@ -342,5 +372,7 @@ def build_table(spec: dict[str, Any], profile: str, runs: Iterable[dict], status
     cells = {(c["algorithm"], c["dataset"], g.get("label") or g["arch"]) for g, cs in expected if isinstance(cs, list)
              for c in cs}
     tuning = describe_tuning(params_file, f"_{spec['name']}_{profile}", len(cells)) if params_file else ""
+    if budget is not None:
+        caption += f" [budget: {budget}]"
     return AccuracyTable(spec["name"], profile, caption, describe_profile(spec, profile, configs), rows,
                          PUBLISHED.get(str(spec.get("reference", "")), MONO_FORWARD), tuning)

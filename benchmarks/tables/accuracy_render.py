@@ -16,7 +16,7 @@ from typing import Any
 DATASET_NOTES = {"cifar10-jpeg": "lossy JPEG copy of CIFAR-10"}
 COLUMNS = ("table", "profile", "network", "paper_arch", "dataset", "paper_dataset", "row", "algorithm", "mode",
            "published_mean", "published_std", "mean", "std", "n", "seeds", "difference", "note", "by_test_mean",
-           "by_test_std")
+           "by_test_std", "values")
 
 
 # where a spec's published values come from, by its ``reference``; the Mono-Forward paper otherwise
@@ -101,8 +101,25 @@ def _plain(value: Any) -> Any:
     return "" if value is None else value
 
 
+def seed_values(per_seed: list[tuple[int, float]]) -> str:
+    """Each completed seed's value for the CSV's ``values`` column: ``"0:98.31;1:98.27;2:98.35"`` (seed,
+    then the value the mean is computed from, rounded as the CSV's other numbers); "" when none."""
+    return ";".join(f"{seed}:{_plain(float(value))}" for seed, value in per_seed)
+
+
+def parse_seed_values(text: str | None) -> dict[int, float]:
+    """The inverse of ``seed_values``: ``{seed: value}`` ({} for "" or None)."""
+    out = {}
+    for part in (text or "").split(";"):
+        if part.strip():
+            seed, _, value = part.partition(":")
+            out[int(seed)] = float(value)
+    return out
+
+
 def to_csv(rows: list[dict[str, Any]]) -> str:
-    """Plain numbers (4 decimals), empty where there is none; one line per cell."""
+    """Plain numbers (4 decimals), empty where there is none; one line per cell; ``values`` as
+    ``seed_values`` writes it."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
     writer.writeheader()

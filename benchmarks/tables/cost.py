@@ -1,7 +1,7 @@
 """Tables 4 and 5 of the Mono-Forward paper (the cost tables) from measurement files and run folders.
 
 * Table 4, prediction latency: ``results/latency/table4_<device>.json`` (written by
-  ``scripts/measure_latency.py``), one table per device, with the test accuracy of each mode
+  ``bpfree latency``), one table per device, with the test accuracy of each mode
   taken from the training runs of the same network (MNIST 2x1000 MLP; Table 3's runs when present).
 * Table 5, epoch time of BP and MF with mini-batches and full batch: the runs tagged ``table5``.
 
@@ -17,9 +17,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
-from .environment import machine_of
-from .figures import most_complete, runs_with_tag, width_label
-from .reference import PAPER_DATASET, load_reference
+from benchmarks.run.environment import machine_of
+from benchmarks.tables.figures import most_complete, runs_with_tag, width_label
+from benchmarks.reference import PAPER_DATASET, load_reference
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None, int]:

@@ -1,4 +1,4 @@
-"""The energy study's table as markdown and CSV (the rows come from :mod:`benchmarks.energy_study`)."""
+"""The energy study's table as markdown and CSV (the rows come from :mod:`benchmarks.tables.energy_study`)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import io
 import math
 from typing import Any
 
-from .config import ExperimentConfig
-from .environment import machine_of
+from benchmarks.run.config import ExperimentConfig
+from benchmarks.run.environment import machine_of
 
 NOT_MEASURED = "not measured here"  # the energy meter's own words (benchmarks/measure/energy.py)
 ALGO_LABEL = {"bp": "BP", "mf": "MF", "ff": "FF", "fa": "FA", "dfa": "DFA", "cafo-rand": "CaFo-Rand",

@@ -7,10 +7,10 @@ One row per algorithm x dataset x network of ``benchmarks/specs/energy_study.yam
 training time, energy and peak memory, the differences to BP on the same network and dataset
 (accuracy in points, time/energy/memory in percent of BP) and, beside them, the differences the
 study published (``benchmarks/reference/spyra2025_summary.csv``). The markdown and CSV are
-written by :mod:`benchmarks.energy_render`.
+written by :mod:`benchmarks.tables.energy_render`.
 
 Which runs: the spec is expanded for the profile with the profile's params file (the tuned
-settings), and each expanded config is matched with the run folders by :func:`benchmarks.sweep.run_key`,
+settings), and each expanded config is matched with the run folders by :func:`benchmarks.sweep.expand.run_key`,
 so a table holds exactly the runs the spec asks for (runs of an older tuning do not mix in). A cell
 without a finished run says why, from the sweep's status file: dataset not on this machine, failed,
 diverged, or not run yet. Groups whose runs carry a memory meter and no ``time`` meter are the
@@ -40,12 +40,13 @@ import statistics
 from pathlib import Path
 from typing import Any, Iterable
 
-from .config import ExperimentConfig
-from .energy_render import NOT_MEASURED, energy_markdown, rows_to_csv
-from .environment import machine_of
-from .reference import PAPER_DATASET, load_spyra2025
-from .runs import iter_runs, load_run, prefer, read_json
-from .sweep import expand, latest_statuses, load_spec, profile_names, run_key, status_file
+from benchmarks.run.config import ExperimentConfig
+from benchmarks.tables.energy_render import NOT_MEASURED, energy_markdown, rows_to_csv
+from benchmarks.run.environment import machine_of
+from benchmarks.reference import PAPER_DATASET, load_spyra2025
+from benchmarks.common.files import read_json
+from benchmarks.run.folders import load_runs, prefer
+from benchmarks.sweep.expand import expand, latest_statuses, load_spec, profile_names, run_key, status_file
 
 SPEC = "energy_study"
 TABLE = "energy_study"
@@ -108,13 +109,13 @@ def _pct(x: float | None, base: float | None) -> float | None:
 
 def _expand(spec: dict[str, Any], profile: str, params_file: str | Path | None) -> tuple[list, str | None]:
     """The spec's runs with the tuned settings; without them (and a note) when there is no params file."""
-    from .tuning import untuned_spec  # the profile's params_file is passed explicitly below
+    from benchmarks.tuning import untuned_spec  # the profile's params_file is passed explicitly below
 
     params_file = params_file or spec["profiles"].get(profile, {}).get("params_file") or spec.get("params_file")
     if params_file and not Path(params_file).is_file():
         return expand(untuned_spec(spec, profile), profile), (
             f"no params file {params_file}: the table expects the spec's untuned settings "
-            f"(tune first: scripts/sweep.py {spec['name']} --profile {profile} --tune N)")
+            f"(tune first: bpfree sweep {spec['name']} --profile {profile} --tune N)")
     return expand(untuned_spec(spec, profile), profile, params_file=params_file), None
 
 
@@ -125,8 +126,8 @@ def energy_study_table(spec: dict[str, Any], profile: str, runs: Iterable[dict[s
                        ) -> tuple[list[dict[str, Any]], str]:
     """Rows (one per algorithm x dataset x network) and their markdown, from loaded run folders.
 
-    ``runs``: :func:`benchmarks.runs.load_run` dicts; ``statuses``: the sweep's latest outcomes by
-    run key (:func:`benchmarks.sweep.latest_statuses`); ``params_file``: the tuned settings (default:
+    ``runs``: :func:`benchmarks.run.folders.load_run` dicts; ``statuses``: the sweep's latest outcomes by
+    run key (:func:`benchmarks.sweep.expand.latest_statuses`); ``params_file``: the tuned settings (default:
     the profile's); ``tuning``: by params key, ``{"finished": trials}`` of each cell's study;
     ``reference``: the study's numbers (default :func:`load_spyra2025`).
     """
@@ -253,7 +254,7 @@ def _first_reason(why: list[str]) -> str:
 
 def tuning_summary(spec: dict[str, Any], profile: str, studies_dir: str | Path) -> dict[str, dict[str, Any]]:
     """``{params key: {"finished": n, "val_acc": best}}`` from each cell's study files under ``studies_dir``."""
-    from .tuning import params_key, spec_cells, spec_study_name  # imports Optuna
+    from benchmarks.tuning import params_key, spec_cells, spec_study_name  # imports Optuna
 
     out = {}
     for label, base in spec_cells(spec, profile):
@@ -281,8 +282,7 @@ def write_energy_study(results_root: str | Path, out_dir: str | Path, profile: s
     """
     spec = spec if isinstance(spec, dict) else load_spec(spec)
     results_root = Path(results_root)
-    runs = [r for r in (load_run(d) for d in iter_runs(results_root / "runs"))
-            if r["config"].get("tag") == spec["name"]]
+    runs = [r for r in load_runs(results_root / "runs") if r["config"].get("tag") == spec["name"]]
     candidates = [profile] if profile else profile_names(spec)
     best = None
     for name in candidates:

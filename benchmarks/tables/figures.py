@@ -1,6 +1,6 @@
 """Figures 1 to 5 of the Mono-Forward paper as pure functions of loaded run folders.
 
-Each ``*_data`` function turns runs (``benchmarks.runs.load_run`` dicts, plus the memory timeline
+Each ``*_data`` function turns runs (``benchmarks.run.folders.load_run`` dicts, plus the memory timeline
 files they point to) into plain numbers; each ``*_figure`` function turns those numbers into a
 matplotlib ``Figure``; ``save`` writes it as PNG and PDF. Nothing here trains or measures, so
 ``make plots`` can redraw every figure from ``results/`` on any machine.
@@ -24,7 +24,7 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .runs import read_jsonl  # noqa: E402
+from benchmarks.common.files import read_jsonl  # noqa: E402
 
 MB = 1e6  # figures use decimal megabytes (10^6 bytes)
 ALGO_LABEL = {"bp": "BP", "mf": "MF", "fa": "FA", "dfa": "DFA", "ff": "FF"}

@@ -19,8 +19,8 @@ import json
 import statistics
 from typing import Any, Iterable
 
-from .environment import machine_of
-from .figures import MB, most_complete, peak_memory_mb
+from benchmarks.run.environment import machine_of
+from benchmarks.tables.figures import MB, most_complete, peak_memory_mb
 
 TIME_TAGS = ("sff", "fg")  # the specs whose runs time epochs (time meter alone) on these networks
 COLUMNS = ("network", "dataset", "algorithm", "batch", "epoch_s", "epoch_n", "epoch_vs_bp", "epoch_runs", "peak_mb",

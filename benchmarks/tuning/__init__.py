@@ -26,13 +26,13 @@
 * **Outputs**: ``<studies_dir>/<study>.csv`` (``study.trials_dataframe()``), ``<study>.best.json``
   (the best trial, its full config and the budget), and one entry in the *params file*.
 
-**A whole spec with one budget** (:func:`tune_spec`, ``scripts/sweep.py SPEC --tune N``): one study per
+**A whole spec with one budget** (:func:`tune_spec`, ``bpfree sweep SPEC --tune N``): one study per
 distinct (algorithm, dataset, group label) of a sweep spec, every one with the same N trials and the
 profile's epochs and patience per trial, so that no algorithm is tuned harder than another; the
 best settings go to the profile's params file, which ``expand`` then applies to the sweep's runs.
 
 Params file (JSON, default ``results/studies/best_params.json``), shared by all studies, read by
-``benchmarks.sweep.expand(spec, profile, params_file=...)``::
+``benchmarks.sweep.expand.expand(spec, profile, params_file=...)``::
 
     {
       "<algorithm>/<dataset>/<arch label>": {"batch_size": 128, "hparams": {"lr": 0.0021, ...}},
@@ -48,7 +48,7 @@ Modules: :mod:`.study` (one study: trials, objective, best settings), :mod:`.sto
 with heartbeats, or a database), :mod:`.spec` (a whole spec with one budget).
 """
 
-from ..params_file import load_params_file  # tuning writes what sweeps read
+from benchmarks.sweep.params_file import load_params_file  # tuning writes what sweeps read
 from .spec import spec_cells, spec_params_file, spec_study_name, trial_budget, tune_spec, untuned_spec
 from .storage import (HEARTBEAT_INTERVAL, MAX_RETRY, STUDIES_DIR, HeartbeatJournalStorage, database_url,
                       make_storage, redact)

@@ -1,6 +1,6 @@
 """A whole sweep spec tuned with one budget: one study per (algorithm, dataset, group label).
 
-``scripts/sweep.py SPEC --tune N``: every cell gets the same N trials and the same per-trial budget
+``bpfree sweep SPEC --tune N``: every cell gets the same N trials and the same per-trial budget
 (the profile's ``tune`` mapping, else its epochs and patience), so that no algorithm is tuned harder
 than another; the best settings go to the profile's params file, which ``expand`` then applies.
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,7 +16,7 @@ import optuna
 
 from algorithms import ConfigError
 
-from ..config import ExperimentConfig
+from benchmarks.run.config import ExperimentConfig
 from .storage import STUDIES_DIR
 from .study import FINISHED, PARAMS_FILE, default_study_name, params_key, tune
 
@@ -38,7 +37,7 @@ def spec_params_file(spec: dict[str, Any], profile: str) -> str | None:
 def spec_study_name(base: ExperimentConfig, label: str, profile: str) -> str:
     """``<algorithm>_<dataset>_<label>_<spec>_<profile>``: each profile has studies of its own (their
     budgets differ, and a study refuses a base config other than its own)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{default_study_name(base, label)}_{profile}")
+    return default_study_name(base, label, suffix=profile)
 
 
 TRIAL_BUDGET_KEYS = ("epochs", "patience", "train_limit")
@@ -67,7 +66,7 @@ def spec_cells(spec: dict[str, Any], profile: str, data_dirs: list[str] | None =
     memory runs, share its tuned settings); its ``epochs`` and ``patience`` are the profile's, or
     its ``tune`` budget's (:func:`trial_budget`): the budget of every trial, the same for every algorithm.
     """
-    from ..sweep import expand
+    from benchmarks.sweep.expand import expand
 
     prof = spec["profiles"].get(profile, {})
     cells: dict[tuple[str, str, str], tuple[str, ExperimentConfig]] = {}
@@ -79,7 +78,8 @@ def spec_cells(spec: dict[str, Any], profile: str, data_dirs: list[str] | None =
                 continue
             key = (cfg.algorithm, cfg.dataset, label)
             if key not in cells:  # the first seed of the first group that has the cell
-                budget = {k: prof[k] for k in ("epochs", "patience") if k in prof}
+                # trials run to their own convergence (budget own) whatever budgets the runs are made under
+                budget = {"budget": "own", **{k: prof[k] for k in ("epochs", "patience") if k in prof}}
                 budget.update(trial_budget(prof))
                 cells[key] = (label, dataclasses.replace(cfg, **budget))
     return list(cells.values())

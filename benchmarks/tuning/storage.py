@@ -36,6 +36,7 @@ HEARTBEAT_INTERVAL = 60  # seconds between a running trial's heartbeats
 MAX_RETRY = 2  # a trial whose worker died is queued again at most this often (a trial that always
 #                kills its worker, e.g. out of memory, must not loop forever)
 SCHEMA_ATTEMPTS = 4  # tries to open a database whose tables another worker may be creating
+CONNECT_TIMEOUT_S = 10  # a PostgreSQL server that accepts the connection but never answers: give up after this
 
 
 class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
@@ -94,13 +95,15 @@ def make_storage(storage: str | None, study_name: str, studies_dir: str | Path =
         retry = RetryCallback(max_retry=MAX_RETRY)
     if storage is None or storage.endswith(".log"):
         path = Path(storage) if storage else Path(studies_dir) / f"{study_name}.log"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return HeartbeatJournalStorage(JournalFileBackend(str(path)), heartbeat_interval, grace_period, retry)
+        return _journal(path, heartbeat_interval, grace_period, retry)
     if "://" not in storage:
         raise ConfigError(f"--storage takes a journal file (*.log) or a database URL such as "
                           f"postgresql://user@host/db, got {storage!r}")
     kwargs: dict[str, Any] = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period,
                               "engine_kwargs": {"pool_pre_ping": True}}  # survive a restarted server
+    postgres = storage.partition("://")[0].split("+")[0] in ("postgresql", "postgres")
+    if postgres:  # libpq waits forever for a server that accepts the connection and never answers
+        kwargs["engine_kwargs"]["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
     params = inspect.signature(RDBStorage).parameters
     kwargs["heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params
            else "failed_trial_callback"] = retry
@@ -116,8 +119,30 @@ def make_storage(storage: str | None, study_name: str, studies_dir: str | Path =
             if racing and attempt + 1 < SCHEMA_ATTEMPTS:
                 time.sleep(1.0 + attempt)
                 continue
-            raise ConfigError(f"cannot open storage {redact(storage)}: {type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            if postgres and "timeout expired" in str(exc):
+                raise ConfigError(f"cannot open storage {redact(storage)}: no answer within {CONNECT_TIMEOUT_S} s "
+                                  f"(is it a PostgreSQL server? {type(exc).__name__}: {first})") from None
+            raise ConfigError(f"cannot open storage {redact(storage)}: {type(exc).__name__}: {first}") from None
+
+
+def _journal(path: Path, heartbeat_interval: int, grace_period: int, retry) -> HeartbeatJournalStorage:
+    """The journal file at ``path`` (created if missing); a folder, an unreadable file or one that is not
+    an Optuna journal is a ``ConfigError`` in one line."""
+    if path.is_dir():
+        raise ConfigError(f"study journal {path} is a folder; --storage takes a journal file (*.log) or a "
+                          "database URL")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return HeartbeatJournalStorage(JournalFileBackend(str(path)), heartbeat_interval, grace_period, retry)
+    except ConfigError:
+        raise
+    except OSError as exc:
+        raise ConfigError(f"cannot open study journal {path}: {exc.strerror or exc}") from None
+    except Exception as exc:  # noqa: BLE001 - its lines are not Optuna's journal operations
+        first = (str(exc).splitlines() or [""])[0][:120]
+        raise ConfigError(f"study journal {path} is not an Optuna journal file ({type(exc).__name__}: {first}); "
+                          "move it aside or name another --storage") from None
 
 
 def database_url(url: str) -> str:

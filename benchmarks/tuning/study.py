@@ -1,6 +1,6 @@
 """One Optuna study: one algorithm tuned on one dataset and architecture (see the package's docstring).
 
-Each trial is a normal run (:func:`benchmarks.runner.run_experiment`) of the base config with the
+Each trial is a normal run (:func:`benchmarks.run.runner.run_experiment`) of the base config with the
 algorithm's search space sampled; its validation accuracy per epoch feeds the pruner, and the best
 trial's settings go to ``<study>.best.json`` and the shared params file.
 """
@@ -10,7 +10,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
+import os
 import re
+import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +26,13 @@ from optuna.trial import TrialState
 from algorithms import ConfigError
 from algorithms.search_spaces import search_space
 
-from ..config import LOCATION_FIELDS, VERDICT_FIELDS, ExperimentConfig, with_implicit_defaults
-from ..runner import RunDiverged, run_experiment
-from ..params_file import load_params_file
-from ..runs import read_json, write_json
-from ..sweep import run_dir_of
-from .storage import HEARTBEAT_INTERVAL, STUDIES_DIR, make_storage, redact
+from benchmarks.run.config import LOCATION_FIELDS, VERDICT_FIELDS, ExperimentConfig, with_implicit_defaults
+from benchmarks.run.runner import RunDiverged, run_experiment
+from benchmarks.sweep.params_file import load_params_file
+from benchmarks.common.files import WriteFailed, read_json, write_failed, write_json
+from benchmarks.datasets import DatasetUnavailable
+from benchmarks.sweep.expand import run_dir_of
+from .storage import HEARTBEAT_INTERVAL, MAX_RETRY, STUDIES_DIR, RetryCallback, make_storage, redact
 
 PARAMS_FILE = "results/studies/best_params.json"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts towards the trial budget
@@ -54,9 +58,36 @@ def params_key(cfg: ExperimentConfig, label: str | None = None) -> str:
     return f"{cfg.algorithm}/{cfg.dataset}/{label or arch_label(cfg)}"
 
 
-def default_study_name(cfg: ExperimentConfig, label: str | None = None) -> str:
-    name = f"{cfg.algorithm}_{cfg.dataset}_{label or arch_label(cfg)}" + (f"_{cfg.tag}" if cfg.tag else "")
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
+STUDY_NAME_MAX = 100  # characters: the study's files add suffixes (.best.json), and names must stay file names
+
+
+def fit_study_name(name: str) -> str:
+    """A derived study name cut to ``STUDY_NAME_MAX`` characters, with a hash of the whole name so that
+    two long names stay apart (names that fit are kept as they are)."""
+    if len(name) <= STUDY_NAME_MAX:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return f"{name[:STUDY_NAME_MAX - 11]}-{digest}"
+
+
+def check_study_name(name: str) -> None:
+    """Refuse a given study name that is not a plain file name of at most ``STUDY_NAME_MAX`` characters:
+    its journal, CSV, best settings and run folders are written under ``--studies-dir`` by that name,
+    so ``../x`` or ``/abs/x`` would write elsewhere."""
+    if (not isinstance(name, str) or not name.strip() or name in (".", "..") or "/" in name or "\\" in name
+            or "\0" in name or Path(name).name != name):
+        raise ConfigError(f"study name {name!r} must be a plain file name (no folder, no '..'): a study's files "
+                          "are written under --studies-dir by its name")
+    if len(name) > STUDY_NAME_MAX:
+        raise ConfigError(f"study name of {len(name)} characters is too long; a study name takes at most "
+                          f"{STUDY_NAME_MAX} characters")
+
+
+def default_study_name(cfg: ExperimentConfig, label: str | None = None, suffix: str = "") -> str:
+    """``<algorithm>_<dataset>_<label>[_<tag>][_<suffix>]`` as a file name (cut by :func:`fit_study_name`)."""
+    name = (f"{cfg.algorithm}_{cfg.dataset}_{label or arch_label(cfg)}" + (f"_{cfg.tag}" if cfg.tag else "")
+            + (f"_{suffix}" if suffix else ""))
+    return fit_study_name(re.sub(r"[^A-Za-z0-9_.-]+", "-", name))
 
 
 # -- trials -----------------------------------------------------------------------------------------
@@ -171,6 +202,16 @@ def make_objective(base: ExperimentConfig) -> Callable[[optuna.Trial], float]:
     """The objective: train the trial's config, report validation accuracy per epoch, maybe prune."""
 
     def objective(trial: optuna.Trial) -> float:
+        # who runs this trial: a worker that resumes the study after this process died fails it and
+        # queues it again at once, without waiting for the heartbeat's grace period
+        trial.storage.set_trial_system_attr(trial._trial_id, OWNER_ATTR, _owner())
+        _ACTIVE.add((trial.study.study_name, trial._trial_id))
+        try:
+            return _objective(trial)
+        finally:
+            _ACTIVE.discard((trial.study.study_name, trial._trial_id))
+
+    def _objective(trial: optuna.Trial) -> float:
         cfg = trial_config(trial, base)
         resolved = cfg.resolve()  # a bad sampled value fails here as ConfigError (the trial fails)
         run_dir = run_dir_of(resolved)  # the data's fingerprint is part of the folder's name
@@ -216,6 +257,102 @@ def make_objective(base: ExperimentConfig) -> Callable[[optuna.Trial], float]:
     return objective
 
 
+# -- workers ------------------------------------------------------------------------------------------
+OWNER_ATTR = "bpfree:owner"  # trial system attribute: the host, pid and start time of the process running it
+_ACTIVE: set[tuple[str, int]] = set()  # (study name, trial id) of the trials this process is running now
+
+
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, /proc), or None where it cannot be read."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _owner() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _process_start(os.getpid())}
+
+
+def _owner_gone(owner: Any, study_name: str, trial_id: int) -> bool:
+    """Whether the process recorded as running a trial has certainly ended: it ran on this machine and
+    no such process lives (or one with its pid started later, or it is a zombie). Trials of other
+    machines are left to the heartbeat."""
+    if not isinstance(owner, dict) or owner.get("host") != socket.gethostname():
+        return False
+    pid = owner.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    if pid == os.getpid():
+        return (study_name, trial_id) not in _ACTIVE  # an earlier tune() here ended without finishing it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    start = _process_start(pid)
+    if start is not None and owner.get("start") is not None and start != owner["start"]:
+        return True  # the pid was reused by a later process
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in ("Z", "X")
+
+
+def fail_dead_workers_trials(study: optuna.Study, log: Callable[[str], None] = print) -> int:
+    """Fail the RUNNING trials whose worker process has ended (:func:`_owner_gone`) and queue each again
+    (at most ``MAX_RETRY`` times, as the heartbeat's callback does). A worker killed mid-trial and
+    resumed at once, well within the heartbeat's grace period, would otherwise leave its trial RUNNING
+    until then, and a study resumed only by that worker short of its budget. Returns how many."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryCallback(max_retry=MAX_RETRY)
+    failed = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = trial.system_attrs.get(OWNER_ATTR)
+        if not _owner_gone(owner, study.study_name, trial._trial_id):
+            continue
+        if study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+            failed += 1
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                retry(study, study._storage.get_trial(trial._trial_id))
+            log(f"trial {trial.number} of study {study.study_name}: its worker (pid {owner['pid']}) has ended; "
+                "failed and queued again")
+    return failed
+
+
+def requeue_failed_starts(study: optuna.Study, log: Callable[[str], None] = print) -> None:
+    """Queue a study's start trials (the defaults, the params-file entry it replaces) again where each
+    only failed (e.g. on a full disk): a resumed study must still try them, at most ``MAX_RETRY`` more
+    times each (a start that always fails must not loop)."""
+    trials = study.get_trials(deepcopy=False)
+    for origin in ("defaults", "previous params file entry"):
+        mine = [t for t in trials if t.user_attrs.get("origin") == origin]
+        if not mine or any(t.state != TrialState.FAIL for t in mine) or len(mine) > MAX_RETRY:
+            continue
+        last = mine[-1]
+        params = last.system_attrs.get("fixed_params") or last.params
+        study.enqueue_trial(params, user_attrs={"origin": origin}, skip_if_exists=False)
+        log(f"study {study.study_name}: its {origin} trial failed (trial {last.number}); queued again")
+
+
+class _NoTracebackFor(logging.Filter):
+    """Leaves out the traceback of Optuna's "Trial N failed" warning for failures that the command line
+    reports in one line itself (a full disk, missing data, a bad setting)."""
+
+    def __init__(self, *kinds: type[BaseException]):
+        super().__init__()
+        self.kinds = kinds
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], self.kinds):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 # -- the study ----------------------------------------------------------------------------------------
 @dataclass
 class TuneOutcome:
@@ -246,10 +383,12 @@ def _changed_base_fields(recorded: dict[str, Any], identity: dict[str, Any]) -> 
     return sorted(k for k in set(recorded) | set(identity) if recorded.get(k) != identity.get(k))
 
 
-def sampler_seed(seed: int, worker_id: int, existing_trials: int) -> int:
-    """One seed per (tuning seed, worker, point of resumption): a resumed study or a second worker
-    must not replay the random start-up samples of the first."""
-    digest = hashlib.sha256(f"{seed}/{worker_id}/{existing_trials}".encode()).hexdigest()
+def sampler_seed(study_name: str, seed: int, worker_id: int, existing_trials: int) -> int:
+    """One seed per (study, tuning seed, worker, point of resumption): a resumed study or a second
+    worker must not replay the random start-up samples of the first, and two studies (two algorithms,
+    or two datasets) must not draw the same settings: with one shared seed, "independently tuned"
+    studies of one space sample identical start-up trials (the Spyra study's audit found this)."""
+    digest = hashlib.sha256(f"{study_name}/{seed}/{worker_id}/{existing_trials}".encode()).hexdigest()
     return int(digest[:8], 16)
 
 
@@ -284,13 +423,32 @@ def tune(base: ExperimentConfig, trials: int, *, study_name: str | None = None, 
     if not base.val_fraction > 0:
         raise ConfigError("tuning needs a validation split (val_fraction > 0): test data never selects")
     label = label or arch_label(base)
-    study_name = study_name or default_study_name(base, label)
+    if study_name is not None:
+        check_study_name(study_name)
+    study_name = study_name if study_name is not None else default_study_name(base, label)
     studies_dir = Path(studies_dir)
     base = dataclasses.replace(base, results_dir=str(studies_dir / study_name / "runs"))
-    identity = _base_identity(base)
     _, space_origin = search_space(base.algorithm)
-
     store = make_storage(storage, study_name, studies_dir, heartbeat_interval, grace_period)
+    where = redact(storage) if storage else str(studies_dir / f"{study_name}.log")
+    quiet = _NoTracebackFor(WriteFailed, DatasetUnavailable, ConfigError)
+    optuna_log = logging.getLogger("optuna.study._optimize")
+    optuna_log.addFilter(quiet)
+    try:
+        return _tune(base, trials, study_name, store, where, studies_dir, label, seed, worker_id, pruner,
+                     params_file, space_origin, log)
+    except (WriteFailed, DatasetUnavailable):
+        raise
+    except OSError as exc:  # e.g. the journal on a full disk: one line naming the study's storage
+        raise write_failed(where, exc) from exc
+    finally:
+        optuna_log.removeFilter(quiet)
+
+
+def _tune(base: ExperimentConfig, trials: int, study_name: str, store, where: str, studies_dir: Path, label: str,
+          seed: int, worker_id: int, pruner, params_file, space_origin: str, log) -> TuneOutcome:
+    """The rest of :func:`tune`, with the storage open."""
+    identity = _base_identity(base)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         probe = optuna.create_study(study_name=study_name, storage=store, direction="maximize",
@@ -298,7 +456,7 @@ def tune(base: ExperimentConfig, trials: int, *, study_name: str | None = None, 
         existing = probe.get_trials(deepcopy=False)
         # random start-up trials: a third of the budget, at most Optuna's default 10 (with its
         # default a budget of 10 or fewer trials would be a random search)
-        sampler = optuna.samplers.TPESampler(seed=sampler_seed(seed, worker_id, len(existing)),
+        sampler = optuna.samplers.TPESampler(seed=sampler_seed(study_name, seed, worker_id, len(existing)),
                                              n_startup_trials=max(2, min(10, trials // 3)),
                                              multivariate=True, constant_liar=True)
         study = optuna.load_study(study_name=study_name, storage=store, sampler=sampler,
@@ -317,9 +475,11 @@ def tune(base: ExperimentConfig, trials: int, *, study_name: str | None = None, 
         previous = previous_params(base, params_file, params_key(base, label))
         if previous:  # (skipped where it equals the defaults)
             study.enqueue_trial(previous, user_attrs={"origin": "previous params file entry"}, skip_if_exists=True)
+    else:  # a resumed study: its dead workers' trials again, and start trials that only failed
+        fail_dead_workers_trials(study, log)
+        requeue_failed_starts(study, log)
 
     done = sum(t.state in FINISHED for t in existing)
-    where = redact(storage) if storage else str(studies_dir / f"{study_name}.log")
     log(f"study {study_name} ({where}): {done}/{trials} trials finished; search space: {space_origin}")
     if done < trials:
         with warnings.catch_warnings():
@@ -334,8 +494,11 @@ def finish(study: optuna.Study, base: ExperimentConfig, label: str, studies_dir:
     """Export the trials as CSV; write the best trial's settings to ``<study>.best.json`` and the params file."""
     key = params_key(base, label)
     csv_path = studies_dir / f"{study.study_name}.csv"
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    study.trials_dataframe().to_csv(csv_path, index=False)
+    try:
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        study.trials_dataframe().to_csv(csv_path, index=False)
+    except OSError as exc:
+        raise write_failed(csv_path, exc) from exc
     counts = count_states(study)
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     if not complete:

@@ -19,7 +19,17 @@ regenerates from a fresh clone.
   configurations), so every cell has a row without a value whose note says so; rows of metric ``claim``
   hold the papers' stated claims (from the abstracts) for the claim-by-claim report.
 
+* ``spyra_canonical_v2.csv``: the rebuilt Spyra study's ("canonical v2") MF-minus-BP accuracy differences
+  under its two budget protocols (``own``: each to its convergence; ``matched``: the same data passes),
+  ``algorithm, network, dataset, budget, metric, value, unit, note``, as the suite's issue 25 summarises
+  them (not checked against the study's repository here): the figures the fair verdict is set beside.
+
 ``load_reference(table)`` looks the table up in both table files (``TABLE_FILES``).
+
+``VERSIONS`` says which version of each source the files were read from, for the claims that cite
+them: the Mono-Forward numbers are those of the paper's first version (arXiv 2501.09238v1, January
+2025); its second version (v2, May 2026) withdraws v1's "consistently matches or surpasses" BP, which
+the claims about accuracy against BP say (``MONO_FORWARD_V2_NOTE``).
 """
 
 from __future__ import annotations
@@ -36,6 +46,16 @@ PAPER_DATASET = {"cifar10-jpeg": "cifar10", "breast_cancer": "breast-cancer", "s
 
 TABLE_FILES = (MONO_FORWARD_CSV, HERE / "local_learning_tables.csv")
 
+# the version of each source the reference files hold, by the file (or the table of local_learning_tables.csv)
+VERSIONS = {
+    "mono_forward": "v1 (arXiv 2501.09238v1, January 2025)",
+    "spyra2025": "September 2025 (\"Beyond Backpropagation: Exploring Innovative Algorithms for Energy-Efficient "
+                 "Deep Neural Network Training\")",
+    "sff": "arXiv 2501.03176v1 (abstract and project page only: no table could be read)",
+    "fg": "ICLR 2023 camera-ready (arXiv 2210.03310)",
+}
+MONO_FORWARD_V2_NOTE = "the paper's v2 (arXiv 2501.09238v2, May 2026) withdraws v1's \"consistently matches or surpasses\" BP"
+
 
 def load_reference(table: str, path: Path | None = None) -> list[dict[str, str]]:
     """Published rows of ``table`` (e.g. "3", "4", "fig3", "sff"), from ``path`` or every table file here."""
@@ -44,6 +64,15 @@ def load_reference(table: str, path: Path | None = None) -> list[dict[str, str]]
         with open(p, newline="") as f:
             rows += [r for r in csv.DictReader(f) if r["table"] == table]
     return rows
+
+
+SPYRA_V2_CSV = HERE / "spyra_canonical_v2.csv"
+
+
+def load_spyra_v2(path: Path = SPYRA_V2_CSV) -> dict[tuple[str, str, str, str], float]:
+    """The canonical v2 differences by ``(algorithm, network, dataset, budget)`` (points, MF minus BP)."""
+    with open(path, newline="") as f:
+        return {(r["algorithm"], r["network"], r["dataset"], r["budget"]): float(r["value"]) for r in csv.DictReader(f)}
 
 
 def load_spyra2025(path: Path = SPYRA2025_CSV) -> dict[tuple[str, str, str, str], float]:

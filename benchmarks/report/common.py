@@ -7,14 +7,26 @@ import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from benchmarks.reference import MONO_FORWARD_V2_NOTE, VERSIONS
 
 ACCURACY_TABLES = ("table1", "table2", "table3", "table6")
-VERDICTS = ("confirmed", "not confirmed", "not measurable here")
+VERDICTS = ("confirmed", "not confirmed", "inconclusive", "not run", "not measurable here")
+
+# each source with its version (benchmarks/reference.VERSIONS); "Mono-Forward paper v1, Table 3" etc.
+MONO_FORWARD = "Mono-Forward paper v1"
+SPYRA = "Spyra 2025 (September 2025)"
+SFF = "Krutsylo 2025 (Scalable FF, arXiv 2501.03176v1)"
+FG = "Ren et al. 2023 (forward gradient, ICLR 2023)"
+SOURCE_VERSIONS = {MONO_FORWARD: VERSIONS["mono_forward"], SPYRA: VERSIONS["spyra2025"], SFF: VERSIONS["sff"],
+                   FG: VERSIONS["fg"]}
+V2_NOTE = MONO_FORWARD_V2_NOTE
 
 
 @dataclass
 class Claim:
-    source: str  # which paper, and where in it
+    source: str  # which paper (and its version), and where in it
     claim: str
     published: str
     ours: str
@@ -23,6 +35,22 @@ class Claim:
     verdict: str
     why: str = ""
     links: list[str] = field(default_factory=list)
+    note: str = ""  # about the source rather than our numbers (e.g. a later version withdraws the claim)
+    version: str = ""  # the source's version the published figure comes from (SOURCE_VERSIONS)
+    paired: Any = None  # a stats.Paired for a claim judged by paired statistics, else None
+    rule: str = ""  # for a paired claim: the rule (rules.PAIRED_RULES) that turns it into a verdict
+    profile: str = ""  # for a paired claim: the profile its numbers come from
+    forest: dict | None = None  # for a fair-verdict claim: its line of the forest plot (fair.forest_figure)
+
+    def __post_init__(self):
+        if not self.version:
+            self.version = next((v for name, v in SOURCE_VERSIONS.items() if self.source.startswith(name)), "")
+
+    def as_dict(self) -> dict:
+        """The claim for report.json: its fields, the paired comparison's numbers in place of the object."""
+        out = {k: v for k, v in self.__dict__.items() if k != "paired"}
+        out["paired"] = self.paired.numbers() if self.paired is not None else None
+        return out
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -68,13 +96,16 @@ def best_profile_cells(tables_dir: Path, table: str) -> dict[tuple[str, str, str
     return cells
 
 
-def versus_bp(bp: dict[str, str], other: dict[str, str]) -> tuple[float, float, str] | None:
-    """(other's mean less BP's, the standard error of that difference, the words) or None."""
+def versus_bp(bp: dict[str, str], other: dict[str, str], margin: float | None = None):
+    """``(stats.Paired of other against BP over the seeds both have, the words)``, or None where one of
+    them has no mean. The pairs come from the tables' ``values`` column (seed:accuracy)."""
+    from benchmarks.tables.accuracy_render import parse_seed_values
+
+    import benchmarks.report.stats as stats
+
     m_other, m_bp = num(other.get("mean")), num(bp.get("mean"))
     if m_other is None or m_bp is None:
         return None
-    n_o, n_b = int(other.get("n") or 0), int(bp.get("n") or 0)
-    s_o, s_b = num(other.get("std")) or 0.0, num(bp.get("std")) or 0.0
-    se = math.sqrt(s_o ** 2 / n_o + s_b ** 2 / n_b) if min(n_o, n_b) >= 2 else 0.0
-    diff = m_other - m_bp
-    return diff, se, f"{m_other:.2f} vs {m_bp:.2f} ({diff:+.2f} points" + (f", s.e. {se:.2f})" if se else ")")
+    paired = stats.compare(parse_seed_values(other.get("values")), parse_seed_values(bp.get("values")),
+                           margin=stats.MARGIN if margin is None else margin)
+    return paired, f"{m_other:.2f} vs {m_bp:.2f} ({m_other - m_bp:+.2f} points)"

@@ -1,15 +1,17 @@
 """Section 3.3 of the Mono-Forward paper (issue 15): hot-plugging layers, a damaged layer, layer-parallel
-training, from the claims experiments' records (results/claims/*.json, benchmarks/claims)."""
+training, from the claims experiments' records (results/claims/*.json, benchmarks/claims). The rules
+are in ``rules`` (``bitwise_equal``, ``plugged_as_good``, ``unplug_leaves_working_net``,
+``damaged_layer``, ``layer_parallel``)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from .common import Claim, fmt, quick_note
+import benchmarks.report.rules as rules
+from .common import MONO_FORWARD, Claim, fmt
 
-SOURCE = "Mono-Forward paper, Section 3.3"
-LEVEL = 0.5  # points: an accuracy "as good as" another is at most this far below it (one seed each)
+SOURCE = f"{MONO_FORWARD}, Section 3.3"
 
 
 def section_3_3(claims_dir: Path) -> list[Claim]:
@@ -23,11 +25,11 @@ def section_3_3(claims_dir: Path) -> list[Claim]:
             mf = d.get("equality_mf", {}).get("same_start", {})
             bp = d.get("equality_bp", {}).get("after_training", {})
             equal = mf.get("all_bitwise_equal")
+            verdict, why = rules.bitwise_equal(equal)
             out.append(Claim(SOURCE, f"a trained 2-layer MF net's layers equal the first two of a trained 3-layer "
                              f"one ({dataset})", "identical outputs", f"MF bit for bit equal: {equal}; BP: "
                              f"{bp.get('all_bitwise_equal')}", f"{profile} profile, same seed, data order and "
-                             "initial layers", "1", "confirmed" if equal else "not confirmed",
-                             "" if equal else "the layers differ", ["tables/claims_hotplug.md"]))
+                             "initial layers", "1", verdict, why, ["tables/claims_hotplug.md"]))
             out += _plug_claims(d, dataset, profile)
     for path in sorted(claims_dir.glob("damage_*.json")):
         record, profile = json.loads(path.read_text()), path.stem.split("_", 1)[1]
@@ -37,24 +39,16 @@ def section_3_3(claims_dir: Path) -> list[Claim]:
         m = record.get("measured", {})
         mf, bp = m.get("mf_speedup"), m.get("bp_speedup")
         same = (record.get("pipeline_equals_one_process") or {}).get("bitwise_equal")
-        agrees = mf is not None and bp is not None and mf > 1 and mf > bp
+        verdict, why = rules.layer_parallel(mf, bp, profile)
         load = record.get("load_average_before")
         load = round(load, 1) if isinstance(load, (int, float)) else load
-        why = quick_note(profile) if profile != "paper" else ("" if agrees else "no speed-up over one process")
         if load:
-            why += f"; load average {load} during the run" if why else f"load average {load} during the run"
+            why = "; ".join(w for w in (why, f"load average {load} during the run") if w)
         out.append(Claim(SOURCE, "MF trains layer-parallel, faster than BP with data parallelism",
                          "claimed, not measured", f"2 processes: MF {fmt(mf)}x, BP (DDP) {fmt(bp)}x; pipeline "
                          f"equals one process: {same}", f"{profile} profile, {record.get('backend')}, "
-                         f"{record.get('cores')} cores", "1", "confirmed" if agrees and profile == "paper"
-                         else "not confirmed", why, ["tables/claims_parallel.md"]))
+                         f"{record.get('cores')} cores", "1", verdict, why, ["tables/claims_parallel.md"]))
     return out
-
-
-def _verdict(agrees: bool, profile: str, why_not: str) -> tuple[str, str]:
-    if profile != "paper":
-        return "not confirmed", quick_note(profile) + ("; agrees there" if agrees else "; disagrees there")
-    return ("confirmed", "") if agrees else ("not confirmed", why_not)
 
 
 def _plug_claims(d: dict, dataset: str, profile: str) -> list[Claim]:
@@ -67,27 +61,28 @@ def _plug_claims(d: dict, dataset: str, profile: str) -> list[Claim]:
         share = mf["plugged"]["total_time_s"] / mf["scratch_3_layers"]["total_time_s"]
         bp_words = (f"; BP with layers 1-2 frozen and a new head: {bp['plugged']['final_test_acc']:.2f} vs "
                     f"{bp['scratch_3_layers']['final_test_acc']:.2f}" if bp.get("plugged") else "")
-        verdict, why = _verdict(acc >= scratch - LEVEL and share < 1, profile,
-                                "the plugged net is below the one trained from scratch, or no cheaper")
+        verdict, why = rules.plugged_as_good(acc, scratch, share, profile)
         out.append(Claim(SOURCE, f"a layer plugged onto a trained MF net and trained alone does as well as the "
                          f"deeper net trained from scratch ({dataset})", "claimed, not measured",
                          f"MF plugged {acc:.2f} vs from scratch {scratch:.2f} % in {share:.2f} of its training "
                          f"time{bp_words}", f"{profile} profile, 2x1000 + 1000, final epoch", "1", verdict, why, link))
     if unplug.get("mf"):
         m, b = unplug["mf"], unplug.get("bp", {})
-        verdict, why = _verdict(m["unplugged_2_layers"] >= m["trained_2_layers"] - LEVEL, profile,
-                                "dropping the top layer costs more than the 2-layer net's accuracy")
+        verdict, why = rules.unplug_leaves_working_net(m.get("unplugged_2_layers"), m.get("full_3_layers"),
+                                                       m.get("trained_2_layers"), profile)
         out.append(Claim(SOURCE, f"the top layer of a trained MF net can be unplugged, leaving a working net "
                          f"({dataset})", "claimed, not measured",
-                         f"MF unplugged {m['unplugged_2_layers']:.2f} vs its 2-layer net {m['trained_2_layers']:.2f} "
-                         f"%; BP unplugged {fmt(b.get('unplugged_2_layers'))} %", f"{profile} profile, 3x1000",
-                         "1", verdict, why, link))
+                         f"MF unplugged {fmt(m.get('unplugged_2_layers'))} vs the full 3-layer net "
+                         f"{fmt(m.get('full_3_layers'))} and its 2-layer net {fmt(m.get('trained_2_layers'))} %; BP "
+                         f"unplugged {fmt(b.get('unplugged_2_layers'))} vs {fmt(b.get('full_3_layers'))} %",
+                         f"{profile} profile, 3x1000", "1", verdict, why, link))
     return out
 
 
 def _damage_claims(record: dict, profile: str) -> list[Claim]:
     """Per MF base run and damaged layer k >= 2, re-initialised (the worst damage): MF predicts from the
-    layers below k as well as undamaged, and retraining layer k alone brings it back."""
+    layers below k within the margin of undamaged while BP's damaged stack does not, and retraining
+    layer k alone brings MF back (``rules.damaged_layer``)."""
     out, link = [], ["tables/claims_damage.md"]
     bp_runs = {(r["dataset"], tuple(r["widths"])): r for r in record.get("runs", []) if r["algorithm"] == "bp"}
     for r in (r for r in record.get("runs", []) if r["algorithm"] == "mf"):
@@ -96,18 +91,19 @@ def _damage_claims(record: dict, profile: str) -> list[Claim]:
             reinit = layer["damages"].get("reinit")
             if int(k) < 2 or not reinit:
                 continue
-            whole, below = r["undamaged"]["ff"], reinit["no_retraining"]["below"]
+            whole, below = r["undamaged"].get("ff"), reinit["no_retraining"].get("below")
+            through = reinit["no_retraining"].get("ff")
             after = (reinit.get("retraining") or [{}])[-1].get("ff")
             bp_layer = bp.get("layers", {}).get(k, {}).get("damages", {}).get("reinit", {})
+            bp_whole = bp.get("undamaged", {}).get("output")
+            bp_damaged = bp_layer.get("no_retraining", {}).get("output")
             bp_after = (bp_layer.get("retraining") or [{}])[-1].get("test_acc")
-            agrees = below >= whole - 1.0 and (after is None or after >= whole - LEVEL)
-            verdict, why = _verdict(agrees, profile, "the layers below k, or the retrained net, fall short of the "
-                                    "undamaged net")
+            verdict, why = rules.damaged_layer(whole, below, after, bp_whole, bp_damaged, profile)
             out.append(Claim(SOURCE, f"with layer {k} destroyed, an MF net still predicts from the layers below it, "
                              f"and retraining layer {k} alone restores it ({r['dataset']}, {net})",
                              "claimed, not measured",
-                             f"MF undamaged {whole:.2f}; layers below {k}: {below:.2f}; layer {k} retrained: "
-                             f"{fmt(after)} %. BP: {fmt(bp_layer.get('no_retraining', {}).get('output'))} %, "
-                             f"retrained {fmt(bp_after)} %", f"{profile} profile, layer re-initialised", "1",
-                             verdict, why, link))
+                             f"MF undamaged {fmt(whole)}; layers below {k}: {fmt(below)}; through the damaged layer "
+                             f"{fmt(through)}; layer {k} retrained: {fmt(after)} %. BP undamaged {fmt(bp_whole)}, "
+                             f"damaged {fmt(bp_damaged)} %, retrained {fmt(bp_after)} %",
+                             f"{profile} profile, layer re-initialised", "1", verdict, why, link))
     return out

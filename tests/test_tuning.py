@@ -222,12 +222,13 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path):
     storage = None
     try:
         deadline = time.time() + 60
-        while time.time() < deadline:  # until the worker has started its trial and sent a heartbeat
+        while time.time() < deadline:  # until the worker is training its trial and has sent a heartbeat
             if log.exists():
                 storage = storage or make_storage(str(log), "", heartbeat_interval=1, grace_period=2)
                 running = [t for s in storage.get_all_studies() for t in storage.get_all_trials(s._study_id)
                            if t.state == optuna.trial.TrialState.RUNNING
-                           and HeartbeatJournalStorage.HEARTBEAT_ATTR in t.system_attrs]
+                           and HeartbeatJournalStorage.HEARTBEAT_ATTR in t.system_attrs
+                           and t.params]  # training: its settings drawn (on a busy machine that comes later)
                 if running:
                     break
             assert worker.poll() is None, worker.stderr.read().decode()[-2000:]

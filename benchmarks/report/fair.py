@@ -118,11 +118,14 @@ def forest_figure(claims: list[Claim]):
     ax.set_yticks(range(len(labels)), labels, fontsize=7)
     ax.set_xlabel("test accuracy minus BP's, paired by seed (points; 95 % CI)")
     handles = [plt.Line2D([], [], color=v, lw=2, label=k) for k, v in colors.items()]
-    handles += [plt.Line2D([], [], color="0.3", lw=2, label="inconclusive"),
+    handles += [plt.Rectangle((0, 0), 1, 1, color="0.9", label=f"equivalence band ±{stats.MARGIN:g}"),
+                plt.Line2D([], [], color="0.3", lw=2, label="inconclusive"),
                 plt.Line2D([], [], ls="", marker="D", mfc="none", color="k", label="MF paper v1"),
                 plt.Line2D([], [], ls="", marker="x", color="k", label="canonical v2 (same protocol)")]
     ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    ax.set_title("The fair verdict: each rung of the ladder against BP" if shown else
+    reduced = any(c.profile != "paper" for c in shown)
+    ax.set_title(("The fair verdict: each rung of the ladder against BP"
+                  + ("\n[quick]: a reduced profile, shown, never a verdict" if reduced else "")) if shown else
                  "The fair verdict: no paired runs yet (bpfree sweep fair --run, then bpfree plots --only fair)",
                  fontsize=9)
     return fig

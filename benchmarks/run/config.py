@@ -220,14 +220,16 @@ def _plain(d: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(d))
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
+def read_mapping_file(path: str | Path, kind: str = "config file") -> dict[str, Any]:
+    """A JSON or YAML file (by its suffix) holding a mapping; anything else is one ``ConfigError`` line
+    naming the file as ``kind`` (a missing file, unreadable text, bad syntax with its place, NaN)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} not found")
+        raise ConfigError(f"{kind} {path} not found")
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+        raise ConfigError(f"{kind} {path} cannot be read: {exc}") from None
     if path.suffix in (".yaml", ".yml"):
         import yaml
         try:
@@ -235,18 +237,22 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         except yaml.YAMLError as exc:
             where = getattr(exc, "problem_mark", None)
             at = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
-            raise ConfigError(f"config file {path} is not valid YAML{at}: "
+            raise ConfigError(f"{kind} {path} is not valid YAML{at}: "
                               f"{getattr(exc, 'problem', None) or type(exc).__name__}") from None
     else:
         try:
             values = json.loads(text, parse_constant=_refuse_constant)
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
+            raise ConfigError(f"{kind} {path} is not valid JSON: {exc}") from None
         except ValueError as exc:
-            raise ConfigError(f"config file {path}: {exc}") from None
+            raise ConfigError(f"{kind} {path}: {exc}") from None
     if not isinstance(values, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of keys to values")
+        raise ConfigError(f"{kind} {path} must hold a mapping of keys to values")
     return values
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    return read_mapping_file(path, "config file")
 
 
 def _refuse_constant(name: str):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from algorithms import ConfigError
+from benchmarks.run.config import read_mapping_file
 
 
 def load_params_file(path: str | Path) -> dict[str, dict[str, Any]]:
@@ -19,24 +20,7 @@ def load_params_file(path: str | Path) -> dict[str, dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"params file {path} not found (tune first: bpfree sweep <spec> --tune N, or bpfree tune)")
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"params file {path} cannot be read: {exc}") from None
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
-        try:
-            values = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-            raise ConfigError(f"params file {path} is not valid YAML{at}: "
-                              f"{getattr(exc, 'problem', None) or type(exc).__name__}") from None
-    else:
-        try:
-            values = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"params file {path} is not valid JSON: {exc}") from None
+    values = read_mapping_file(path, "params file")
     if not isinstance(values, dict) or not all(isinstance(v, dict) for v in values.values()):
         raise ConfigError(f"params file {path} must map '<algorithm>/<dataset>/<label>' to config fields")
     return values

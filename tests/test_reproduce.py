@@ -22,17 +22,18 @@ def test_quick_table6_end_to_end(tmp_path):
     subset = ["--profile", "quick", "--datasets", "breast_cancer,santander", "--seeds", "0",
               "--results", str(results)]
     listing = script("sweep", "table6", *subset, env=env)
-    assert listing.returncode == 0 and listing.stdout.count("[todo]") == 4, listing.stdout + listing.stderr
+    assert listing.returncode == 0 and listing.stdout.count("[todo]") == 6, listing.stdout + listing.stderr
     run = script("sweep", "table6", *subset, "--run", env=env)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "2 completed, 2 unavailable" in run.stdout
+    assert "4 completed, 2 unavailable" in run.stdout
     again = script("sweep", "table6", *subset, "--run", env=env)  # nothing is trained twice
-    assert "2 finished already, 2 to run" in again.stdout and "2 reused" in again.stdout
+    assert "4 finished already, 2 to run" in again.stdout and "4 reused" in again.stdout
 
     table = script("plots", "--only", "table6", "--profile", "quick", "--results", str(results), env=env)
     assert table.returncode == 0, table.stderr
     assert "QUICK profile" in table.stdout
-    rows = {(r["dataset"], r["row"]): r for r in csv.DictReader(open(results / "tables" / "table6.csv"))}
+    rows = {(r["dataset"], r["row"]): r for r in csv.DictReader(open(results / "tables" / "table6.csv"))
+            if r["network"] != "2x100, stratified split"}  # the same cells on the suite's own split: shown beside
     for algo in ("BP", "MF"):
         bc = rows[("breast_cancer", algo)]
         assert bc["n"] == "1" and 80.0 <= float(bc["mean"]) <= 100.0 and float(bc["published_mean"]) == 97.37

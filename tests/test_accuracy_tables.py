@@ -29,28 +29,28 @@ EXPECTED_MARKDOWN = """\
 
 QUICK profile: training subsets: 600 (digits, breast_cancer), 1000 (cifar100), 10 epochs, seeds 0, 1, NOT the paper's protocol
 
-| network | dataset       | row          |    published |         ours | n |   diff |      by test | note                                                                           |
-|---------|---------------|--------------|-------------:|-------------:|--:|-------:|-------------:|--------------------------------------------------------------------------------|
-| 2x32    | digits        | BP           | 96.50 ± 0.30 | 85.97 ± 2.55 | 2 | -10.53 | 85.97 ± 2.55 |                                                                                |
-| 2x32    | digits        | MF (FF pred) | 97.00 ± 0.20 |        83.89 | 1 | -13.11 |        83.89 | 1 of 2 seeds; diverged (seed 1, epoch 2)                                       |
-| 2x32    | digits        | MF layer 1   |            — |        85.83 | 1 |      — |        85.83 | not reported for this network; 1 of 2 seeds; diverged (seed 1, epoch 2)        |
-| 2x32    | breast_cancer | BP           | 97.37 ± 0.00 |        93.86 | 1 |  -3.51 |        95.61 | 1 of 2 seeds; failed (seed 1): RuntimeError: simulated failure for the fixture |
-| 2x32    | breast_cancer | MF (FF pred) | 97.37 ± 0.00 |        92.98 | 1 |  -4.39 |        92.98 | 1 of 2 seeds; not run yet (seed 1)                                             |
-| 2x32    | breast_cancer | MF layer 1   |            — |        92.98 | 1 |      — |        92.98 | not in the paper; 1 of 2 seeds; not run yet (seed 1)                           |
-| 2x32    | cifar100      | BP           | 42.10 ± 0.03 |            — | 0 |      — |            — | dataset unavailable here                                                       |
+| network | dataset       | row          |    published |         ours | n |   diff |      by test | epochs | s/epoch | note                                                                           |
+|---------|---------------|--------------|-------------:|-------------:|--:|-------:|-------------:|-------:|--------:|--------------------------------------------------------------------------------|
+| 2x32    | digits        | BP           | 96.50 ± 0.30 | 85.97 ± 2.55 | 2 | -10.53 | 85.97 ± 2.55 |   10.0 | 0.00834 |                                                                                |
+| 2x32    | digits        | MF (FF pred) | 97.00 ± 0.20 |        83.89 | 1 | -13.11 |        83.89 |   10.0 |   0.012 | 1 of 2 seeds; diverged (seed 1, epoch 2)                                       |
+| 2x32    | digits        | MF layer 1   |            — |        85.83 | 1 |      — |        85.83 |   10.0 |   0.012 | not reported for this network; 1 of 2 seeds; diverged (seed 1, epoch 2)        |
+| 2x32    | breast_cancer | BP           | 97.37 ± 0.00 |        93.86 | 1 |  -3.51 |        95.61 |   10.0 | 0.00648 | 1 of 2 seeds; failed (seed 1): RuntimeError: simulated failure for the fixture |
+| 2x32    | breast_cancer | MF (FF pred) | 97.37 ± 0.00 |        92.98 | 1 |  -4.39 |        92.98 |   10.0 | 0.00822 | 1 of 2 seeds; not run yet (seed 1)                                             |
+| 2x32    | breast_cancer | MF layer 1   |            — |        92.98 | 1 |      — |        92.98 |   10.0 | 0.00822 | not in the paper; 1 of 2 seeds; not run yet (seed 1)                           |
+| 2x32    | cifar100      | BP           | 42.10 ± 0.03 |            — | 0 |      — |            — |      — |       — | dataset unavailable here                                                       |
 
-Test accuracy (%) at the epoch with the best validation accuracy (patience: epochs without a better one before a run stops); ours: mean ± std (ddof 1) over the n seeds that completed; diff = ours − published, in points; by test: the same seeds with each one's epoch chosen by its test accuracy instead, as a protocol that selects on the test set reports them (optimistic; it sizes that choice's effect and decides nothing). Published: Gong, Li, Abdulla 2025 (their learning rate and batch size were tuned on the test set).
+Test accuracy (%) at the epoch with the best validation accuracy (patience: epochs without a better one before a run stops); ours: mean ± std (ddof 1) over the n seeds that completed; diff = ours − published, in points; by test: the same seeds with each one's epoch chosen by its test accuracy instead, as a protocol that selects on the test set reports them (optimistic; it sizes that choice's effect and decides nothing). Cost, kept apart from accuracy: epochs, the mean number of epochs the seeds trained (early stopping, or a matched budget's fixed count); s/epoch, their mean training time per epoch (training steps only, no evaluation), on the machine each run was made on, often beside other work: compare it only within one table's rows. Published: Gong, Li, Abdulla 2025 (their learning rate and batch size were tuned on the test set).
 """
 
 EXPECTED_CSV = """\
-table,profile,network,paper_arch,dataset,paper_dataset,row,algorithm,mode,published_mean,published_std,mean,std,n,seeds,difference,note,by_test_mean,by_test_std,values
-tables_fixture,quick,2x32,mlp 2x32 relu,digits,digits,BP,bp,output,96.5,0.3,85.9722,2.5534,2,2,-10.5278,,85.9722,2.5534,0:87.7778;1:84.1667
-tables_fixture,quick,2x32,mlp 2x32 relu,digits,digits,MF (FF pred),mf,ff,97.0,0.2,83.8889,,1,2,-13.1111,"1 of 2 seeds; diverged (seed 1, epoch 2)",83.8889,,0:83.8889
-tables_fixture,quick,2x32,mlp 2x32 relu,digits,digits,MF layer 1,mf,layer1,,,85.8333,,1,2,,"not reported for this network; 1 of 2 seeds; diverged (seed 1, epoch 2)",85.8333,,0:85.8333
-tables_fixture,quick,2x32,mlp 2x32 relu,breast_cancer,breast-cancer,BP,bp,output,97.37,0.0,93.8596,,1,2,-3.5104,1 of 2 seeds; failed (seed 1): RuntimeError: simulated failure for the fixture,95.614,,0:93.8596
-tables_fixture,quick,2x32,mlp 2x32 relu,breast_cancer,breast-cancer,MF (FF pred),mf,ff,97.37,0.0,92.9825,,1,2,-4.3875,1 of 2 seeds; not run yet (seed 1),92.9825,,0:92.9825
-tables_fixture,quick,2x32,mlp 2x32 relu,breast_cancer,breast-cancer,MF layer 1,mf,layer1,,,92.9825,,1,2,,not in the paper; 1 of 2 seeds; not run yet (seed 1),92.9825,,0:92.9825
-tables_fixture,quick,2x32,mlp 2x32 relu,cifar100,cifar100,BP,bp,output,42.1,0.03,,,0,2,,dataset unavailable here,,,
+table,profile,network,paper_arch,dataset,paper_dataset,row,algorithm,mode,published_mean,published_std,mean,std,n,seeds,difference,note,by_test_mean,by_test_std,values,epochs_mean,epoch_time_mean_s
+tables_fixture,quick,2x32,mlp 2x32 relu,digits,digits,BP,bp,output,96.5,0.3,85.9722,2.5534,2,2,-10.5278,,85.9722,2.5534,0:87.7778;1:84.1667,10.0,0.0083
+tables_fixture,quick,2x32,mlp 2x32 relu,digits,digits,MF (FF pred),mf,ff,97.0,0.2,83.8889,,1,2,-13.1111,"1 of 2 seeds; diverged (seed 1, epoch 2)",83.8889,,0:83.8889,10.0,0.012
+tables_fixture,quick,2x32,mlp 2x32 relu,digits,digits,MF layer 1,mf,layer1,,,85.8333,,1,2,,"not reported for this network; 1 of 2 seeds; diverged (seed 1, epoch 2)",85.8333,,0:85.8333,10.0,0.012
+tables_fixture,quick,2x32,mlp 2x32 relu,breast_cancer,breast-cancer,BP,bp,output,97.37,0.0,93.8596,,1,2,-3.5104,1 of 2 seeds; failed (seed 1): RuntimeError: simulated failure for the fixture,95.614,,0:93.8596,10.0,0.0065
+tables_fixture,quick,2x32,mlp 2x32 relu,breast_cancer,breast-cancer,MF (FF pred),mf,ff,97.37,0.0,92.9825,,1,2,-4.3875,1 of 2 seeds; not run yet (seed 1),92.9825,,0:92.9825,10.0,0.0082
+tables_fixture,quick,2x32,mlp 2x32 relu,breast_cancer,breast-cancer,MF layer 1,mf,layer1,,,92.9825,,1,2,,not in the paper; 1 of 2 seeds; not run yet (seed 1),92.9825,,0:92.9825,10.0,0.0082
+tables_fixture,quick,2x32,mlp 2x32 relu,cifar100,cifar100,BP,bp,output,42.1,0.03,,,0,2,,dataset unavailable here,,,,,
 """
 
 
@@ -224,6 +224,7 @@ def test_paper_profile_line_and_rows_shown_per_network():
     shown = {g["label"]: [r["paper"] for r in at.rows_for_group(spec, g, reference)] for g in spec["groups"]}
     assert shown == {"lc-mlp 4,8": ["BP", "MF (FF pred)", "MF layer 1", "MF layer 2"],
                      "lc-mlp 4,8,16": ["BP", "MF (FF pred)", "MF layer 1", "MF layer 2", "MF layer 3"]}
+    spec["profiles"]["paper"].pop("params_file")  # the runs as they expand before their cells are tuned
     line = at.describe_profile(spec, "paper", [c for _, cs in at.expected_runs(spec, "paper") for c in cs])
     assert line.startswith("PAPER profile: full training set, at most 100 epochs, patience 10, seeds 0, 1, 2")
 
@@ -242,12 +243,14 @@ def test_a_tuned_table_says_which_cells_were_tuned_and_the_trials_budget(tmp_pat
 
     params = tmp_path / "params.json"
     params.write_text(json.dumps({"bp/digits/1x8": {"batch_size": 32}, "mf/digits/1x8": {"batch_size": 64}}))
-    for alg, trials in (("bp", {"complete": 10, "pruned": 2}), ("mf", {"complete": 5, "pruned": 8})):
+    # a failed trial (its worker died; it was queued again) and one still running count towards no budget
+    for alg, trials in (("bp", {"complete": 10, "pruned": 2, "fail": 1}), ("mf", {"complete": 5, "pruned": 8, "running": 1})):
         (tmp_path / f"{alg}_digits_1x8_t_paper.best.json").write_text(json.dumps(
             {"key": f"{alg}/digits/1x8", "trials": trials, "budget": {"epochs": 8, "patience": 3, "train_limit": 500}}))
     (tmp_path / "ff_digits_1x8_other_paper.best.json").write_text(json.dumps({"key": "ff/digits/1x8"}))
     note = describe_tuning(params, "_t_paper", 6)
-    assert note.startswith("Tuned: 2 of 6 cells use the best of 12 (13 for mf/digits/1x8) Optuna trials")
+    assert note.startswith("Tuned: 2 of 6 cells use the best of 12 (13 for mf/digits/1x8) finished Optuna trials "
+                           "(complete + pruned) on the validation split")
     assert "each trial at most 8 epochs, patience 3, on 500 training images" in note
     assert describe_tuning(tmp_path / "missing.json", "_t_paper", 6) == ""
 
@@ -315,7 +318,7 @@ def test_plots_writes_an_accuracy_table_and_prints_it(tmp_path, capsys):
         assert (tmp_path / "tables" / f"table3.{ext}").exists()
     md = (tmp_path / "tables" / "table3.md").read_text()
     assert md in out and "QUICK profile" in md  # no table3 runs at all: the quick profile, every cell empty
-    assert "| 3x2000  | cifar100     | FF           |            — |    — | 0 |    — |       — | FF fails to converge" in md
+    assert "| 3x2000  | cifar100     | FF           |            — |    — | 0 |    — |       — |      — |       — | FF fails to converge" in md
 
 
 def test_plots_profile_option_selects_that_profiles_runs(tmp_path, capsys):
@@ -345,3 +348,14 @@ def test_by_test_picks_each_runs_best_test_epoch_and_needs_every_epoch():
     run["epochs"][1].pop("test_acc_ff")
     assert at.best_test_accuracy(run, "ff") is None  # an epoch without it: choosing on test is not possible
     assert at.best_test_accuracy(None, "ff") is None
+
+
+def test_run_cost_keeps_epochs_and_time_per_epoch_apart_and_says_none_when_unmeasured():
+    def run(epochs, seconds):
+        measurements = {} if seconds is None else {"epoch_time_mean_s": seconds}
+        return {"summary": {"epochs_run": epochs, "measurements": measurements}}
+
+    assert at.run_cost([run(10, 2.0), run(30, 4.0)]) == {"epochs_mean": 20.0, "epoch_time_mean_s": 3.0}
+    # one seed without a clock: no time for the cell rather than the mean of the others
+    assert at.run_cost([run(10, 2.0), run(30, None)]) == {"epochs_mean": 20.0, "epoch_time_mean_s": None}
+    assert at.run_cost([]) == {"epochs_mean": None, "epoch_time_mean_s": None}

@@ -14,6 +14,11 @@ from typing import Any
 from algorithms import ConfigError
 from benchmarks.run.config import read_mapping_file
 
+# The trial states (keys of a best.json's "trials") that count towards a study's budget, as
+# benchmarks.tuning.study.FINISHED does (not imported: this module runs without Optuna); a failed or
+# running trial does not count.
+FINISHED_STATES = ("complete", "pruned")
+
 
 def load_params_file(path: str | Path) -> dict[str, dict[str, Any]]:
     """The params file as a dict, e.g. for a sweep (``{key: {ExperimentConfig fields}}``)."""
@@ -62,7 +67,9 @@ def check_entry_current(key: str, entry: dict[str, Any], path: str | Path) -> No
 def describe_tuning(path: str | Path, study_suffix: str, cells: int) -> str:
     """One sentence on where a table's tuned settings came from: how many of its ``cells`` the params
     file at ``path`` tunes, and the budget of their Optuna studies (their ``*.best.json`` beside the
-    file, those whose study name ends with ``study_suffix``, e.g. ``_table3_paper``). "" without a file."""
+    file, those whose study name ends with ``study_suffix``, e.g. ``_table3_paper``): the finished
+    (complete + pruned) trials of each, as the tuner counts them; a failed trial (e.g. retried after
+    its worker died) is not one. "" without a file."""
     path = Path(path)
     if not path.is_file():
         return ""
@@ -75,7 +82,8 @@ def describe_tuning(path: str | Path, study_suffix: str, cells: int) -> str:
         except (OSError, json.JSONDecodeError):
             continue
         if best.get("key") in tuned:
-            trials[best["key"]] = sum(best.get("trials", {}).values())
+            states = best.get("trials", {})
+            trials[best["key"]] = sum(states.get(state, 0) for state in FINISHED_STATES)
             b = best.get("budget", {})
             budgets.add((b.get("epochs"), b.get("patience"), b.get("train_limit")))
     if not trials:
@@ -87,6 +95,6 @@ def describe_tuning(path: str | Path, study_suffix: str, cells: int) -> str:
     budget = "; ".join(f"at most {e} epochs, patience {p}, on "
                        + ("the full training split" if n is None else f"{n} training images")
                        for e, p, n in sorted(budgets, key=str))
-    return (f"Tuned: {len(tuned)} of {cells} cells use the best of {per_cell} Optuna trials on the validation "
-            f"split (each trial {budget}), from {path}; "
+    return (f"Tuned: {len(tuned)} of {cells} cells use the best of {per_cell} finished Optuna trials (complete + "
+            f"pruned) on the validation split (each trial {budget}), from {path}; "
             "the other cells keep each algorithm's defaults.")

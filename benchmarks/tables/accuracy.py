@@ -256,7 +256,7 @@ def table_rows(spec: dict[str, Any], profile: str, runs: Iterable[dict], statuse
                 elif ref is None and arch in published_archs:  # the paper has this network, not this cell
                     notes.append("not in the paper")
                 if isinstance(configs, str):  # the group cannot be expanded here
-                    seeds, values, by_test, per_seed = default_seeds, [], [], []
+                    seeds, values, by_test, per_seed, cost = default_seeds, [], [], [], run_cost([])
                     notes.append(f"cannot run here: {configs}")
                 else:
                     mine = [c for c in configs if c["dataset"] == dataset and c["algorithm"] == row["algorithm"]]
@@ -265,8 +265,9 @@ def table_rows(spec: dict[str, Any], profile: str, runs: Iterable[dict], statuse
                                 for c in mine]
                     per_seed = [(seed, v) for seed, v, kind, _ in outcomes if kind == "ok"]
                     values = [v for _, v in per_seed]
-                    by_test = [best_test_accuracy(runs_by_key.get(run_key(c)), row["mode"])
-                               for c, (_, _, kind, _) in zip(mine, outcomes) if kind == "ok"]
+                    ok_runs = [runs_by_key[run_key(c)] for c, (_, _, kind, _) in zip(mine, outcomes) if kind == "ok"]
+                    by_test = [best_test_accuracy(run, row["mode"]) for run in ok_runs]
+                    cost = run_cost(ok_runs)
                     notes.append(_cell_note(outcomes, len(mine)))
                 mean, std = _mean_std(values)
                 by_test_mean, by_test_std = _mean_std(by_test) if values and None not in by_test else (None, None)
@@ -277,8 +278,20 @@ def table_rows(spec: dict[str, Any], profile: str, runs: Iterable[dict], statuse
                     "published_mean": ref_mean, "published_std": ref_std, "mean": mean, "std": std,
                     "n": len(values), "seeds": len(seeds), "by_test_mean": by_test_mean, "by_test_std": by_test_std,
                     "difference": mean - ref_mean if mean is not None and ref_mean is not None else None,
-                    "note": "; ".join(n for n in notes if n), "values": seed_values(per_seed)})
+                    "note": "; ".join(n for n in notes if n), "values": seed_values(per_seed), **cost})
     return out
+
+
+def run_cost(runs: list[dict[str, Any]]) -> dict[str, float | None]:
+    """What the cell's completed runs cost, kept apart: ``epochs_mean``, the epochs each trained (its own
+    early stopping, or a matched budget's fixed count), and ``epoch_time_mean_s``, the training time of
+    one epoch (the clock meter's mean: training steps only, no evaluation, the first epoch left out where
+    there were others), both averaged over the runs; None where a run did not measure it. The time is
+    the machine's each run was made on (its ``environment.json``), beside whatever else ran there."""
+    epochs = [r.get("summary", {}).get("epochs_run") for r in runs]
+    times = [r.get("summary", {}).get("measurements", {}).get("epoch_time_mean_s") for r in runs]
+    return {"epochs_mean": statistics.fmean(epochs) if runs and None not in epochs else None,
+            "epoch_time_mean_s": statistics.fmean(times) if runs and None not in times else None}
 
 
 # -- the profile on the table's face -------------------------------------------------------------

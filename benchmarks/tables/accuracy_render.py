@@ -16,7 +16,7 @@ from typing import Any
 DATASET_NOTES = {"cifar10-jpeg": "lossy JPEG copy of CIFAR-10"}
 COLUMNS = ("table", "profile", "network", "paper_arch", "dataset", "paper_dataset", "row", "algorithm", "mode",
            "published_mean", "published_std", "mean", "std", "n", "seeds", "difference", "note", "by_test_mean",
-           "by_test_std", "values")
+           "by_test_std", "values", "epochs_mean", "epoch_time_mean_s")
 
 
 # where a spec's published values come from, by its ``reference``; the Mono-Forward paper otherwise
@@ -59,19 +59,32 @@ def _diff(value: float | None) -> str:
     return "—" if value is None else f"{round(value, 2) + 0.0:+.2f}"  # + 0.0: -0.004 rounds to 0.00, not -0.00
 
 
-HEADER = ("network", "dataset", "row", "published", "ours", "n", "diff", "by test", "note")
-RIGHT = {"published", "ours", "n", "diff", "by test"}
+HEADER = ("network", "dataset", "row", "published", "ours", "n", "diff", "by test", "epochs", "s/epoch", "note")
+RIGHT = {"published", "ours", "n", "diff", "by test", "epochs", "s/epoch"}
 FOOTNOTE = ("Test accuracy (%) at the epoch with the best validation accuracy (patience: epochs without a "
             "better one before a run stops); ours: mean ± std (ddof 1) over the n seeds that completed; "
             "diff = ours − published, in points; by test: the same seeds with each one's epoch chosen by its test "
             "accuracy instead, as a protocol that selects on the test set reports them (optimistic; it sizes "
-            "that choice's effect and decides nothing). Published: {published}.")
+            "that choice's effect and decides nothing). Cost, kept apart from accuracy: epochs, the mean number "
+            "of epochs the seeds trained (early stopping, or a matched budget's fixed count); s/epoch, their mean "
+            "training time per epoch (training steps only, no evaluation), on the machine each run was made "
+            "on, often beside other work: compare it only within one table's rows. Published: {published}.")
 
 
 def _cells(row: dict[str, Any]) -> list[str]:
     return [row["network"], row["dataset"], row["row"], _fmt(row["published_mean"], row["published_std"]),
             _fmt(row["mean"], row["std"]), str(row["n"]), _diff(row["difference"]),
-            _fmt(row.get("by_test_mean"), row.get("by_test_std")), row["note"]]
+            _fmt(row.get("by_test_mean"), row.get("by_test_std")), _count(row.get("epochs_mean")),
+            _seconds(row.get("epoch_time_mean_s")), row["note"]]
+
+
+def _count(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
+def _seconds(value: float | None) -> str:
+    """Three significant digits (0.00834, 2.51, 48.2), whole seconds from 100 on."""
+    return "—" if value is None else f"{value:.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def to_markdown(table: AccuracyTable) -> str:

@@ -95,9 +95,13 @@ class MonoForward(Trainer):
         self.active = list(range(n))  # the blocks that learn in this epoch
 
     def _make_optimizers(self) -> None:
-        """One optimiser per block, over the block and its M_i (``mf-joint`` overrides it)."""
-        self.optimizers = [make_optimizer([*block.parameters(), m], self.hp)
-                           for block, m in zip(self.net.blocks, self.projections)]
+        """One optimiser, a parameter group per block (the block and its M_i), stepped once per update
+        (``mf-joint`` overrides it). Adam's and SGD's updates are per parameter and skip a parameter
+        without a gradient, so this equals one optimiser per block stepped after its own backward pass
+        (a frozen block of the sequential schedule has none), at one fused kernel call a step instead
+        of one per block (measured: 5 % of a 2x1000 MNIST step at batch 64 on one core)."""
+        self.optimizer = make_optimizer([{"params": [*block.parameters(), m]}
+                                         for block, m in zip(self.net.blocks, self.projections)], self.hp)
 
     @property
     def active(self) -> list[int]:
@@ -125,15 +129,17 @@ class MonoForward(Trainer):
         return local_scores(a, self.projections[i], self.hp.readout)
 
     def update(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Block by block: forward on the detached input, local loss, backward and step at once.
+        """Block by block: forward on the detached input, local loss, backward; then one step of all.
 
-        Only one block's graph is alive at a time, which is where MF's memory advantage over BP
-        comes from. The next block reads this block's output as computed before its step, so the
-        updates equal those of one backward pass over the sum of every block's loss.
+        Only one block's graph is alive at a time (its backward frees it before the next block
+        runs), which is where MF's memory advantage over BP comes from. Each block reads its input
+        detached, so no gradient crosses blocks, and the updates equal those of stepping every block
+        right after its own backward pass, or of one backward pass over the sum of every block's loss.
         """
         losses = {}
         h = x
         blocks = self._blocks
+        self.optimizer.zero_grad(set_to_none=True)
         for i in range(self._last_active + 1):
             if i not in self._active_set:
                 with torch.no_grad():  # a frozen block below the learning one only feeds it
@@ -141,10 +147,9 @@ class MonoForward(Trainer):
                 continue
             h = blocks[i](h.detach())
             loss = F.cross_entropy(self.scores(i, h), y)
-            self.optimizers[i].zero_grad(set_to_none=True)
             loss.backward()
-            self.optimizers[i].step()
             losses[f"loss_layer{i + 1}"] = loss.detach()
+        self.optimizer.step()
         losses["loss"] = torch.stack(list(losses.values())).mean()
         return losses
 

@@ -166,6 +166,37 @@ def test_mf_sequential_schedule_trains_one_layer_at_a_time():
         t.start_epoch(0, 1)  # fewer epochs than layers
 
 
+@pytest.mark.parametrize("hp, schedule", [({"optimizer": "adam", "lr": 0.05}, "simultaneous"),
+                                          ({"optimizer": "sgd", "lr": 0.05, "momentum": 0.9}, "simultaneous"),
+                                          ({"optimizer": "adam", "lr": 0.05}, "sequential")])
+def test_mf_one_step_per_update_equals_one_optimiser_per_block_stepped_at_once(hp, schedule):
+    """MF steps one optimiser once per update: the same weights, after several updates, as the paper's
+    per-layer loop (each block its own optimiser, stepped right after its own backward pass), Adam's
+    moments and SGD's momentum included; the sequential schedule's frozen block stays put."""
+    t = make("mf", [4, 5], schedule=schedule, **hp)
+    ref = make("mf", [4, 5], schedule=schedule, **hp)
+    per_block = [(torch.optim.Adam if hp["optimizer"] == "adam" else torch.optim.SGD)(
+        [*block.parameters(), m], **{k: v for k, v in hp.items() if k != "optimizer"})
+        for block, m in zip(ref.net.blocks, ref.projections)]
+    x, y = batch()
+    for epoch in (0, 0, 1, 3, 3):
+        t.start_epoch(epoch, 4)
+        t.update(x, y)
+        ref.start_epoch(epoch, 4)
+        h = x
+        for i, (block, opt) in enumerate(zip(ref.net.blocks, per_block)):
+            if i not in ref.active:
+                h = block(h).detach()
+                continue
+            h = block(h.detach())
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(ref.scores(i, h), y).backward()
+            opt.step()
+    for (name, got), (_, want) in zip(t.named_parameters(), ref.named_parameters()):
+        torch.testing.assert_close(got, want, msg=name)
+    assert any((a - b).abs().max() > 1e-3 for a, b in zip(t.parameters(), make("mf", [4, 5]).parameters()))
+
+
 def test_mf_prediction_modes():
     t = make("mf", [4, 5])
     x, _ = batch()

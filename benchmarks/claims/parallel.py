@@ -142,9 +142,9 @@ def mf_stage(rank: int, world: int, spec: dict) -> None:
                 pending.append((msg, dist.isend(msg, rank + 1)))
                 timing["sent_bytes"] += msg.numel() * msg.element_size()
                 timing["messages"] += 1
-            trainer.optimizers[i].zero_grad(set_to_none=True)
+            trainer.optimizer.zero_grad(set_to_none=True)  # only block i's gradients: the step moves it alone
             loss.backward()
-            trainer.optimizers[i].step()
+            trainer.optimizer.step()
             h = out
         if len(pending) > 2:  # keep a sent tensor alive until its send is done; two in flight suffice
             pending.pop(0)[1].wait()
@@ -253,9 +253,9 @@ def _block_times(trainer, x, y, order, device, steps: int = 100) -> list[float]:
             t0 = time.perf_counter()
             out = block(h.detach())
             loss = F.cross_entropy(trainer.scores(i, out), yt)
-            trainer.optimizers[i].zero_grad(set_to_none=True)
+            trainer.optimizer.zero_grad(set_to_none=True)  # only block i's gradients: the step moves it alone
             loss.backward()
-            trainer.optimizers[i].step()
+            trainer.optimizer.step()
             sync(device)
             totals[i] += time.perf_counter() - t0
             h = out

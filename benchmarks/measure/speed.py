@@ -87,16 +87,16 @@ def plain_step(algorithm: str, in_features: int, widths: list[int], classes: int
     if algorithm == "mf":
         layers = [layer.to(device) for layer in _mlp(sizes)]
         projections = [nn.Parameter(torch.randn(classes, w, device=device) / math.sqrt(w)) for w in widths]
-        opts = [_adam([*layer.parameters(), m]) for layer, m in zip(layers, projections)]
+        # one optimiser, one step per update, as algorithms/mf.py (the same updates as one per block)
+        opt = _adam([{"params": [*layer.parameters(), m]} for layer, m in zip(layers, projections)])
 
         def step(x, y):
             h = x
-            for layer, m, opt in zip(layers, projections, opts):
+            opt.zero_grad(set_to_none=True)
+            for layer, m in zip(layers, projections):
                 h = layer(h.detach()).relu()
-                loss = F.cross_entropy(F.linear(h, m), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                F.cross_entropy(F.linear(h, m), y).backward()
+            opt.step()
         return step
 
     if algorithm == "ff":

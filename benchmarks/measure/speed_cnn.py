@@ -108,7 +108,8 @@ class PlainCNN:
                 m = torch.empty(classes, f, device=device)
                 nn.init.kaiming_uniform_(m, a=math.sqrt(5))
                 self.projections.append(nn.Parameter(m))
-            self.optimizers = [_adam([*conv.parameters(), m]) for conv, m in zip(self.convs, self.projections)]
+            # one optimiser, one step per update, as algorithms/mf.py (the same updates as one per block)
+            self.optimizer = _adam([{"params": [*conv.parameters(), m]} for conv, m in zip(self.convs, self.projections)])
         else:
             self.head = nn.Linear(flat[-1], classes).to(device)
             self.optimizer = _adam(self.parameters())
@@ -173,12 +174,11 @@ class PlainCNN:
 
     def _mf(self, x, y):
         h = x
-        for i, (m, opt) in enumerate(zip(self.projections, self.optimizers)):
+        self.optimizer.zero_grad(set_to_none=True)
+        for i, m in enumerate(self.projections):
             h = self._block(i, h.detach())
-            loss = F.cross_entropy(F.linear(h.flatten(1), m), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            F.cross_entropy(F.linear(h.flatten(1), m), y).backward()
+        self.optimizer.step()
 
 
 class ConvOp(NamedTuple):

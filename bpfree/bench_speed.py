@@ -3,6 +3,7 @@
     bpfree bench-speed                     # MF, BP, FA, DFA, FF; batch 64 and 256; Fashion-MNIST 2x1000
     bpfree bench-speed --algorithms mf,bp --batch-sizes 256 --repeats 3 --train-limit 20000
     bpfree bench-speed --arch cnn --dataset cifar10-jpeg --train-limit 2000 --channels-last --precision bf16
+    bpfree bench-speed --eval              # a run's per-epoch evaluation against its training epoch, MNIST 2x1000
 
 For every algorithm and batch size it times, alternating within one run, full epochs of (1) the
 suite's own training path (``benchmarks.run.runner.train_epoch`` calling ``trainer.update``, the epoch
@@ -27,7 +28,15 @@ Evaluation row (``--eval-limit``, default 10000; 0: none): every prediction mode
 images of the test split (the runner's ``accuracies``, one ``predict_all`` per batch of
 ``--eval-batch-size``), with the suite's trainer of each variant; ``eval/epoch`` is that time over the
 measured training epoch, ``eval/train per image`` the same per image (multiply by evaluated / trained
-images to get a run's ratio). Targets (2 CPU cores, MLP): suite within 1.05x of plain for MF and BP;
+images to get a run's ratio).
+
+``--eval``: instead of the speed rows, the evaluation-cost table (``benchmarks.measure.eval_cost``):
+per algorithm (MLP, first ``--batch-sizes`` entry, default MNIST), one training epoch on
+``--train-limit`` images (default 6000) and the runner's own evaluation of each part it scores (the
+training-accuracy sample, validation, test; ``--eval-images`` images each), scaled per image to a
+run's sizes (``--sizes``, default the paper profile's 54000/6000/10000, and ``--train-eval-limit``);
+eval/train for an epoch that scores test and a lean one that does not (target: lean <= 0.25); JSON to
+results/bench/eval_cost.json. Targets (2 CPU cores, MLP): suite within 1.05x of plain for MF and BP;
 MF within 1.3x of its floor at batch 256 and 1.6x at 64; suite MF/BP <= 0.85.
 A benchmark, not a test: ratios are measured within one run on one machine.
 """
@@ -44,7 +53,7 @@ from pathlib import Path
 
 import torch
 
-from algorithms import ALGORITHMS
+from algorithms import ALGORITHMS, ConfigError, UnknownNameError
 from algorithms.networks import CNNArgs, LayerFactory, build_network
 from benchmarks.common.files import write_json
 from benchmarks.common.numerics import autocast, run_numerics
@@ -352,7 +361,7 @@ def parse(argv):
                    help=f"default: {','.join(PLAIN_ALGORITHMS)} (mlp), {','.join(CNN_ALGORITHMS)} (cnn)")
     p.add_argument("--widths", help="mlp hidden widths (default 1000,1000)")
     p.add_argument("--channels", help="cnn conv channels (default: the table2 spec's, 64,128,256,512)")
-    p.add_argument("--batch-sizes", default="64,256")
+    p.add_argument("--batch-sizes", help="default: 64,256 (--eval: 64, the first one given)")
     p.add_argument("--repeats", type=int, default=3, help="timed epochs of each loop, after a warm-up")
     p.add_argument("--train-limit", type=int, help="epoch over this many samples (default: all)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
@@ -370,12 +379,84 @@ def parse(argv):
     p.add_argument("--compare-unfused", action="store_true", help="also time the suite with fused: false")
     p.add_argument("--profile-ops", action="store_true",
                    help="also print where one suite epoch's time goes (torch.profiler, top operators by self time)")
-    p.add_argument("--out", help="default: results/bench/speed.json (mlp), results/bench/speed_cnn_<dataset>.json")
+    p.add_argument("--eval", action="store_true",
+                   help="print the evaluation-cost table (a run's per-epoch evaluation / its training epoch) instead")
+    p.add_argument("--eval-images", type=int, default=1000,
+                   help="--eval: images each evaluated part is timed on (then scaled per image)")
+    p.add_argument("--train-eval-limit", type=int, default=ExperimentConfig.train_eval_limit,
+                   help="--eval: the config's train_eval_limit (training images scored for train accuracy)")
+    p.add_argument("--sizes", default="54000,6000,10000",
+                   help="--eval: train,val,test images of the run the times are scaled to (default: MNIST paper)")
+    p.add_argument("--out", help="default: results/bench/speed.json (mlp), results/bench/speed_cnn_<dataset>.json, "
+                                 "results/bench/eval_cost.json (--eval)")
     return p.parse_args(argv)
+
+
+def main_eval(args) -> int:
+    """``--eval``: the evaluation-cost table (``benchmarks.measure.eval_cost``)."""
+    from benchmarks.measure.eval_cost import TARGET, eval_cost, print_table
+    from benchmarks.run.runner import train_eval_images
+
+    try:
+        if args.arch != "mlp":
+            raise ValueError("--eval times the MLP (--arch mlp)")
+        names = [a for a in (args.algorithms or ",".join(PLAIN_ALGORITHMS)).split(",") if a]
+        for name in names:
+            ALGORITHMS.get(name)
+        widths = _ints(args.widths or "1000,1000", "--widths")
+        bs = (_ints(args.batch_sizes, "--batch-sizes") or [0])[0] if args.batch_sizes else 64
+        sizes_given = _ints(args.sizes, "--sizes")
+        if len(sizes_given) != 3:
+            raise ValueError(f"--sizes takes train,val,test image counts, got {args.sizes!r}")
+        train, val, test = sizes_given
+        cfg = ExperimentConfig(train_eval_limit=args.train_eval_limit, eval_batch_size=args.eval_batch_size)
+        if min(widths, default=0) < 1 or bs < 1 or args.repeats < 1 or args.eval_images < 1 \
+                or train < 1 or min(val, test) < 0:
+            raise ValueError("widths, batch size, repeats, --eval-images and the training size must be positive")
+        cfg.validate()
+        device = torch.device(args.device)
+        dataset = args.dataset or "mnist"
+        splits = prepare_splits(load_dataset(dataset), 0.0, 0, device,
+                                train_limit=max(args.train_limit or 6000, args.eval_images))
+    except (DatasetUnavailable, ValueError, RuntimeError, ConfigError, UnknownNameError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sizes = {"train": train, "val": val, "test": test}
+    header = (f"evaluation cost: {dataset}, mlp {'x'.join(map(str, widths))}, batch {bs}, {torch.get_num_threads()} "
+              f"thread(s), {args.device}; training timed on {args.train_limit or 6000} images, each evaluated part "
+              f"on {args.eval_images}; scaled to {train} training, {val} validation, {test} test images, train "
+              f"accuracy on {train_eval_images(cfg, train, val)} (train_eval_limit {args.train_eval_limit}), eval "
+              f"batch {args.eval_batch_size}")
+    rows = []
+    with run_numerics(device) as numerics:
+        print(header, flush=True)
+        for name in names:
+            try:
+                rows.append(eval_cost(name, splits, widths=widths, batch_size=bs,
+                                      train_images=args.train_limit or 6000, eval_images=args.eval_images,
+                                      repeats=args.repeats, sizes=sizes, cfg=cfg, device=device))
+            except ConfigError as exc:  # e.g. an algorithm that trains no MLP
+                print(f"{name}: skipped ({exc})", flush=True)
+        print_table(rows, "every epoch: train sample + validation + test (every epoch with test_every_epoch: "
+                          "true; otherwise an epoch with a new best validation accuracy of some mode, or the last); "
+                          "lean: train sample + validation (every other epoch)")
+    out = Path(args.out or "results/bench/eval_cost.json")
+    write_json(out, {"what": "a run's per-epoch evaluation (runner.evaluate, every prediction mode) over its training "
+                             "epoch (runner.train_epoch), each timed per image and scaled to the run's sizes",
+                     "target_lean": TARGET, "dataset": dataset, "widths": widths, "batch_size": bs, "sizes": sizes,
+                     "train_eval_limit": args.train_eval_limit, "eval_batch_size": args.eval_batch_size,
+                     "threads": torch.get_num_threads(), "machine_may_be_loaded": True,
+                     "environment": {**describe_environment(device), **numerics}, "rows": rows})
+    print(f"written {out}")
+    return 0
 
 
 def main(argv=None) -> int:
     args = parse(argv)
+    if args.eval:
+        return main_eval(args)
     cnn = args.arch == "cnn"
     known = CNN_ALGORITHMS if cnn else PLAIN_ALGORITHMS
     try:
@@ -391,7 +472,7 @@ def main(argv=None) -> int:
             raise ValueError("--channels-last is for --arch cnn (an MLP has no image layout)")
         sizes = _ints(args.channels, "--channels") if args.channels else (table2_channels() if cnn else None)
         sizes = sizes or _ints(args.widths or "1000,1000", "--widths")
-        batch_sizes = _ints(args.batch_sizes, "--batch-sizes")
+        batch_sizes = _ints(args.batch_sizes or "64,256", "--batch-sizes")
         if args.repeats < 1 or min(batch_sizes, default=0) < 1 or min(sizes, default=0) < 1:
             raise ValueError("repeats, batch sizes, widths and channels must be positive")
         if args.eval_limit < 0 or args.eval_batch_size < 1 or not args.floor_min_time > 0:

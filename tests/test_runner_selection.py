@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import benchmarks.run.runner as runner
-from benchmarks.run.config import LOCATION_FIELDS, VERDICT_FIELDS, ExperimentConfig
+from benchmarks.run.config import EXECUTION_FIELDS, LOCATION_FIELDS, VERDICT_FIELDS, ExperimentConfig
 from benchmarks.datasets import RawDataset, prepare_splits
 from benchmarks.common.files import read_jsonl
 
@@ -35,11 +35,14 @@ def scripted_run(tmp_path, monkeypatch, **kw):
     """Run the live runner with evaluate() scripted per epoch (validation and test accuracy)."""
     script = SCRIPT
 
-    epochs = iter(range(len(script)))
+    epochs, now = iter(range(len(script))), {}
 
-    def fake_evaluate(trainer, splits, cfg):
-        e = next(epochs)
-        return {"train_acc_output": 90.0, "val_acc_output": script[e], "test_acc_output": 100.0 - e}
+    def fake_evaluate(trainer, splits, cfg, parts=("train", "val", "test")):
+        if "val" in parts:  # the epoch's first call; test comes in a second one where it is scored
+            now["e"] = next(epochs)
+        e = now["e"]
+        out = {"train_acc_output": 90.0, "val_acc_output": script[e], "test_acc_output": 100.0 - e}
+        return {k: v for k, v in out.items() if k.split("_")[0] in parts}
 
     monkeypatch.setattr(runner, "evaluate", fake_evaluate)
     cfg = ExperimentConfig(algorithm="bp", arch_args={"widths": [8]}, epochs=len(script), quiet=True,
@@ -65,12 +68,14 @@ def test_mf_sequential_selects_and_stops_only_once_its_last_layer_trains(tmp_pat
     # 6 epochs over 2 layers: layer 1 in epochs 1-3, whose validation (50 in epoch 2) is not selectable:
     # layer 2 is untrained there. Patience 3 counts from epoch 4 (val 30, then 20, then 60).
     script = SCRIPT
-    epochs = iter(range(len(script)))
+    epochs, now = iter(range(len(script))), {}
 
-    def fake_evaluate(trainer, splits, cfg):
-        e = next(epochs)
+    def fake_evaluate(trainer, splits, cfg, parts=("train", "val", "test")):
+        if "val" in parts:
+            now["e"] = next(epochs)
+        e = now["e"]
         return {f"{s}_acc_{m}": (script[e] if s == "val" else 100.0 - e)
-                for s in ("train", "val", "test") for m in trainer.prediction_modes}
+                for s in parts for m in trainer.prediction_modes}
 
     monkeypatch.setattr(runner, "evaluate", fake_evaluate)
     cfg = ExperimentConfig(algorithm="mf", arch_args={"widths": [8, 8]}, epochs=len(script), patience=2, quiet=True,
@@ -107,7 +112,7 @@ CHANGES = {"algorithm": "fa", "dataset": "breast_cancer", "data_args": None, "ar
 def test_run_identity_ignores_location_and_changes_with_every_field_that_matters():
     base = ExperimentConfig(algorithm="bp", arch_args={"widths": [8]})
     fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
-    assert fields == set(CHANGES) | set(LOCATION_FIELDS) | set(VERDICT_FIELDS)  # a new field must be listed
+    assert fields == set(CHANGES) | set(LOCATION_FIELDS) | set(VERDICT_FIELDS) | set(EXECUTION_FIELDS)  # listed
     ident = base.identity()
     for key, value in CHANGES.items():
         if value is None:  # data_args: only user datasets have some; device: not part of run_key, part of run_id
@@ -115,5 +120,5 @@ def test_run_identity_ignores_location_and_changes_with_every_field_that_matters
         changed = dataclasses.replace(base, **{key: value}).identity()
         assert changed != ident, key
     moved = dataclasses.replace(base, data_dirs=["/elsewhere"], results_dir="/else", quiet=True, save="best",
-                                chance_epochs=None)
+                                chance_epochs=None, test_every_epoch=True)
     assert moved.identity() == ident

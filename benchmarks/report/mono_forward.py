@@ -151,8 +151,10 @@ def depth_convergence(runs_dir: Path) -> list[Claim]:
         if cfg.get("tag") != "fig5" or cfg.get("algorithm") != "mf":
             continue
         profiles.add("quick" if cfg.get("train_limit") else "paper")
-        errors = [100 - row["test_acc_ff"] for row in run["epochs"] if row.get("test_acc_ff") is not None]
-        curves.setdefault(len(cfg["arch_args"]["widths"]), []).append(errors)
+        accs = [row.get("test_acc_ff") for row in run["epochs"]]
+        if not accs or None in accs:  # test not scored every epoch (test_every_epoch false): no curve to read
+            continue
+        curves.setdefault(len(cfg["arch_args"]["widths"]), []).append([100 - a for a in accs])
     if not {4, 15} <= set(curves):
         return [Claim(f"{MONO_FORWARD}, Figure 5", "MF converges as fast with 15 layers as with 4", "curves overlap",
                       "—", "fig5 runs", "0", "not run", "no finished Figure 5 runs of both depths")]

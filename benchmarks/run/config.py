@@ -38,6 +38,11 @@ IMPLICIT_HPARAMS: dict[str, dict[str, Any]] = {"ff": {"normalisation": "unit", "
 ID_NEUTRAL_HPARAMS: dict[str, dict[str, Any]] = {"dfa": IMPLICIT_HPARAMS["dfa"]}
 # Fields that judge a run (when it counts as diverged, benchmarks/run/divergence.py), not what it computes.
 VERDICT_FIELDS = ("diverge_loss_factor", "chance_epochs", "chance_margin")
+# Fields that say what a run's metrics rows hold, not what it trains: they stay out of its id and of the
+# key tables match runs by, and the runner reuses a folder only where it holds what the config asks for
+# (``test_every_epoch``: a folder that scored test every epoch serves a config that asks for less, not
+# the reverse: ``runner.reusable_summary``). Every run before the field scored test every epoch.
+EXECUTION_FIELDS = ("test_every_epoch",)
 # How many passes over the training data a run gets (the fair-verdict protocols, Spyra's canonical v2):
 # `own`: up to `epochs`, stopped early on validation (`patience`), each algorithm to its own convergence;
 # `matched`: exactly `epochs` for every algorithm of a comparison (no early stopping), the epoch still
@@ -66,7 +71,12 @@ class ExperimentConfig:
     test_limit: int | None = None
     patience: int | None = None  # early stopping: epochs without a better validation accuracy
     train_eval_limit: int = 10000  # train accuracy on this many training samples, to bound its cost
+    #                               (and on no more than validation holds, at least 2000: runner.train_eval_images)
     eval_batch_size: int = 2000
+    # test accuracy after every epoch (a table that reads each epoch's: the accuracy tables' "by test"
+    # column, the test-error curves of Figures 4 and 5); false: only after the epochs a table or summary
+    # can read it at, those with a new best validation accuracy of some prediction mode, and the last
+    test_every_epoch: bool = False
     device: str = "auto"  # auto: cuda if available, else cpu
     measure: list[str] = field(default_factory=lambda: ["time"])
     tag: str = ""  # free text that becomes part of the identity, e.g. a table name
@@ -107,6 +117,8 @@ class ExperimentConfig:
             raise ConfigError(f"seed must be an integer >= 0, got {self.seed}")
         if self.seed > MAX_SEED:
             raise ConfigError(f"seed must be an integer in [0, {MAX_SEED}], got {self.seed}")
+        if not isinstance(self.test_every_epoch, bool):
+            raise ConfigError(f"test_every_epoch must be true or false, got {self.test_every_epoch!r}")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.patience is not None and self.val_fraction == 0:
@@ -149,7 +161,7 @@ class ExperimentConfig:
     def identity(self) -> dict[str, Any]:
         """What the run computes: every field but where things are, and no execution-only setting."""
         d = dataclasses.asdict(self)
-        for key in (*LOCATION_FIELDS, *VERDICT_FIELDS):
+        for key in (*LOCATION_FIELDS, *VERDICT_FIELDS, *EXECUTION_FIELDS):
             d.pop(key)
         if d["budget"] == IMPLICIT_DEFAULTS["budget"]:  # runs made before the field keep their ids
             d.pop("budget")
@@ -275,8 +287,8 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
 
 def run_key(config: dict[str, Any]) -> str:
     """What a run computes, independent of where: its identity without the device, the data's
-    fingerprint or execution-only settings (``fused``); fields older configs lack count as what they
-    implicitly were (``config.IMPLICIT_DEFAULTS``).
+    fingerprint or execution-only settings (``fused``, ``EXECUTION_FIELDS``); fields older configs lack
+    count as what they implicitly were (``config.IMPLICIT_DEFAULTS``).
 
     Tables match the runs a spec asks for with the run folders present by this key, so that a table
     regenerated on a laptop finds the runs a GPU server made, and folders written before the data's
@@ -284,7 +296,8 @@ def run_key(config: dict[str, Any]) -> str:
     the newest with a fingerprint: ``runs.prefer``).
     """
     config = with_implicit_defaults(config)
-    identity = {k: v for k, v in config.items() if k not in (*LOCATION_FIELDS, *VERDICT_FIELDS, "device")}
+    identity = {k: v for k, v in config.items()
+                if k not in (*LOCATION_FIELDS, *VERDICT_FIELDS, *EXECUTION_FIELDS, "device")}
     if isinstance(identity.get("hparams"), dict):
         identity["hparams"] = {k: v for k, v in identity["hparams"].items() if k not in EXECUTION_HPARAMS}
     return json.dumps(identity, sort_keys=True)

@@ -34,6 +34,7 @@ from benchmarks.common.files import WriteFailed, append_jsonl, check_writable, w
 from benchmarks.run.folders import RunBusy, finished_summary, hold_run, mark_done
 
 CHECK_EVERY = 50  # steps between checks for a non-finite loss (each check waits for the device)
+TRAIN_EVAL_FLOOR = 2000  # train accuracy on at least this many images (or all) where validation holds fewer
 CHECKPOINT = "model.pt"  # the trainer's state_dict when config.save is best or final
 
 
@@ -94,15 +95,27 @@ def accuracies(trainer: Trainer, x: torch.Tensor, y: torch.Tensor, batch_size: i
     return {mode: 100.0 * c / len(y) for mode, c in correct.items()}
 
 
-def evaluate(trainer: Trainer, splits: Splits, cfg: ExperimentConfig) -> dict[str, float | None]:
-    """Accuracy in % for every prediction mode on train (a bounded subset), val and test."""
+def train_eval_images(cfg: ExperimentConfig, train_size: int, val_size: int = 0) -> int:
+    """How many of the first training images train accuracy is scored on: ``cfg.train_eval_limit`` at
+    most and, where there is a validation split, no more than it holds (but ``TRAIN_EVAL_FLOOR`` at
+    least): a diagnostic that no table reads then costs no more each epoch than model selection does
+    (FF's goodness prediction runs every label through the network, 10 passes a sample)."""
+    n = min(cfg.train_eval_limit, train_size)
+    return min(n, max(val_size, TRAIN_EVAL_FLOOR)) if val_size else n
+
+
+def evaluate(trainer: Trainer, splits: Splits, cfg: ExperimentConfig,
+             parts: tuple[str, ...] = ("train", "val", "test")) -> dict[str, float | None]:
+    """Accuracy in % for every prediction mode on each of ``parts``: train (a bounded subset:
+    ``train_eval_images``), val, test."""
     trainer.train(False)  # no batch statistics are taken while predicting
-    n = cfg.train_eval_limit
-    parts = {"train": (splits.train_x[:n], splits.train_y[:n]), "val": (splits.val_x, splits.val_y),
-             "test": (splits.test_x, splits.test_y)}
+    n = train_eval_images(cfg, len(splits.train_y), len(splits.val_y))
+    data = {"train": (splits.train_x[:n], splits.train_y[:n]), "val": (splits.val_x, splits.val_y),
+            "test": (splits.test_x, splits.test_y)}
     out = {}
     with autocast(splits.train_x.device, cfg.precision):
-        for split, (x, y) in parts.items():
+        for split in parts:
+            x, y = data[split]
             out.update({f"{split}_acc_{mode}": acc
                         for mode, acc in accuracies(trainer, x, y, cfg.eval_batch_size).items()})
     trainer.train(True)
@@ -160,13 +173,16 @@ def reusable_summary(cfg: ExperimentConfig, run_dir: Path, force: bool = False) 
     checkpoint ``cfg.save`` asks for, and, if it diverged, have been judged by ``cfg``'s own thresholds
     (``VERDICT_FIELDS`` are not part of the run's identity, so the same folder serves other ones: a
     verdict that other thresholds, or chance as taken now, could overturn is judged again by training
-    again: ``divergence.verdict_stands``)."""
+    again: ``divergence.verdict_stands``). A config with ``test_every_epoch`` needs a folder that scored
+    test every epoch (every folder from before the field did); one without it takes either."""
     if force:
         return None
     summary = finished_summary(run_dir)
     if summary is None or (cfg.save != "none" and not (run_dir / CHECKPOINT).exists()):
         return None
     if summary.get("status") == "diverged" and not verdict_stands(summary, cfg):
+        return None
+    if cfg.test_every_epoch and summary.get("status") == "completed" and not summary.get("test_every_epoch", True):
         return None
     return summary
 
@@ -190,7 +206,10 @@ def _run_held(cfg: ExperimentConfig, raw, run_dir: Path, on_epoch, device, split
                  "train": len(splits.train_y), "val": len(splits.val_y), "test": len(splits.test_y),
                  "normalisation": "mean/std of the training split only" if raw.normalise else "none (token ids)"},
         "accuracy": f"percent correct by argmax of predict(x, mode); train accuracy on the first "
-                    f"{cfg.train_eval_limit} training samples",
+                    f"{train_eval_images(cfg, len(splits.train_y), len(splits.val_y))} training samples; test "
+                    + ("after every epoch" if cfg.test_every_epoch else
+                       "after the epochs with a new best validation accuracy of some mode (among the final "
+                       "phase's epochs of the same phase; without validation: none), and after the last"),
         **{k: v for m in meters for k, v in m.describe().items()}})
     try:
         with numerics:
@@ -273,6 +292,7 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, meters: list
     generator = torch.Generator().manual_seed(cfg.seed)
     n, bs = len(splits.train_y), cfg.batch_size
     history, best, since_best = [], None, 0
+    best_val: dict[tuple[str, str], float] = {}  # (phase, mode) -> best validation accuracy so far
     # chance: the most frequent class's share of the training labels (what a constant prediction
     # scores), not of the few labels that train accuracy is evaluated on (one label: 100 %)
     first_loss, chance = None, chance_accuracy(splits.train_y, splits.num_classes)
@@ -302,7 +322,14 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, meters: list
             return _diverged(cfg, run_dir, row, history, meters, verdict(cfg, row, history, first_loss, chance,
                                                                          default_mode))
         t_eval = time.perf_counter()
-        row.update(evaluate(trainer, splits, cfg))
+        row.update(evaluate(trainer, splits, cfg, ("train", "val")))
+        final = trainer.final_phase
+        new_best = bool(final and selection_key and (best is None or row[selection_key] > best[selection_key]))
+        stops = bool(final and cfg.patience and not new_best and since_best + 1 >= cfg.patience)
+        # test only where it can be read (a summary, a table, a figure): ``scores_test``
+        if scores_test(cfg, row, epoch, trainer.prediction_modes, final and selection_key is not None, best_val,
+                       stops):
+            row.update(evaluate(trainer, splits, cfg, ("test",)))
         row["eval_time_s"] = time.perf_counter() - t_eval
         append_jsonl(run_dir / "metrics.jsonl", row)
         history.append(row)
@@ -312,9 +339,9 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, meters: list
             return _diverged(cfg, run_dir, row, history, meters, reason)
         if on_epoch is not None:
             on_epoch(row)
-        if not trainer.final_phase:  # parts of the prediction not trained yet: not an epoch to select or stop at
+        if not final:  # parts of the prediction not trained yet: not an epoch to select or stop at
             continue
-        if selection_key and (best is None or row[selection_key] > best[selection_key]):
+        if new_best:
             best, since_best = row, 0
             if cfg.save == "best":
                 save_checkpoint(trainer, run_dir)
@@ -337,6 +364,8 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, meters: list
         "selected": selected,
         "final": history[-1],
         "test_acc": selected[f"test_acc_{default_mode}"],
+        "test_every_epoch": cfg.test_every_epoch,  # false: test only at the epochs scores_test names
+        "test_scored_epochs": [r["epoch"] for r in history if f"test_acc_{default_mode}" in r],
         "parameters": {mode: trainer.inference_parameters(mode) for mode in trainer.prediction_modes},
         "wall_time_s": time.perf_counter() - started,
         "divergence_thresholds": thresholds(cfg),
@@ -348,6 +377,26 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, meters: list
     write_json(run_dir / "summary.json", summary)
     mark_done(run_dir)
     return summary
+
+
+def scores_test(cfg: ExperimentConfig, row: dict, epoch: int, modes: tuple[str, ...], selectable: bool,
+                best_val: dict[tuple[str, str], float], stops: bool) -> bool:
+    """Whether the epoch of ``row`` (its train and val accuracies in) scores test, and ``best_val`` updated.
+
+    Every epoch with ``cfg.test_every_epoch``. Otherwise only where test accuracy can be read: an epoch
+    that can be selected (``selectable``: a final-phase epoch of a run with validation) whose validation
+    accuracy of some prediction mode is above that mode's best among the earlier such epochs of the same
+    phase (the summary reads the default mode's best epoch, the accuracy tables each row's mode at its own
+    best: ``tables.accuracy.selected_on_own_validation``; the first of equal ones wins in both), and the
+    run's last epoch (``epochs`` reached, or early stopping now: ``stops``; the summary's ``final`` row,
+    and the selected one of a run without validation). The other rows hold no test keys."""
+    improves = False
+    if selectable:
+        for mode in modes:
+            value, key = row.get(f"val_acc_{mode}"), (row["phase"], mode)
+            if value is not None and (key not in best_val or value > best_val[key]):
+                best_val[key], improves = value, True
+    return cfg.test_every_epoch or improves or stops or epoch == cfg.epochs - 1
 
 
 def _diverged(cfg, run_dir, row, history, meters, reason: str) -> dict:

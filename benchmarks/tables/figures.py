@@ -198,16 +198,22 @@ def depth_figure(data: dict[str, Any], reference: dict[str, float], title: str):
 # -- Figures 4 and 5: convergence ----------------------------------------------------------------
 
 def test_error_curve(runs: list[dict]) -> dict[str, Any]:
-    """Test error (%) of the default prediction mode per epoch: mean and std over the runs (seeds)."""
-    curves = []
+    """Test error (%) of the default prediction mode per epoch: mean and std over the runs (seeds). A run
+    without a test accuracy in every epoch (made with ``test_every_epoch`` false, which scores test only at
+    new best validation epochs, or without a test split) has no curve: it is left out (``left_out``)."""
+    curves, left_out = [], 0
     for r in runs:
         mode = r["summary"].get("default_mode")
-        curves.append([100.0 - e[f"test_acc_{mode}"] for e in r["epochs"] if e.get(f"test_acc_{mode}") is not None])
+        accs = [e.get(f"test_acc_{mode}") for e in r["epochs"]]
+        if not accs or None in accs:
+            left_out += 1
+            continue
+        curves.append([100.0 - a for a in accs])
     length = min((len(c) for c in curves), default=0)  # early-stopped seeds end sooner: common prefix only
     arr = np.array([c[:length] for c in curves], float) if length else np.zeros((0, 0))
     return {"epochs": list(range(1, length + 1)), "mean": arr.mean(0).tolist() if length else [],
             "std": arr.std(0, ddof=1).tolist() if length and len(curves) > 1 else [0.0] * length,
-            "n": len(curves)}
+            "n": len(curves), "left_out": left_out}
 
 
 def convergence_data(runs: list[dict], key) -> dict[tuple, dict[str, Any]]:

@@ -26,7 +26,8 @@ from optuna.trial import TrialState
 from algorithms import ConfigError
 from algorithms.search_spaces import search_space
 
-from benchmarks.run.config import LOCATION_FIELDS, VERDICT_FIELDS, ExperimentConfig, with_implicit_defaults
+from benchmarks.run.config import (EXECUTION_FIELDS, LOCATION_FIELDS, VERDICT_FIELDS, ExperimentConfig,
+                                   with_implicit_defaults)
 from benchmarks.run.runner import RunDiverged, run_experiment
 from benchmarks.sweep.params_file import load_params_file
 from benchmarks.common.files import WriteFailed, read_json, write_failed, write_json
@@ -92,14 +93,16 @@ def default_study_name(cfg: ExperimentConfig, label: str | None = None, suffix: 
 
 # -- trials -----------------------------------------------------------------------------------------
 def trial_config(trial, base: ExperimentConfig) -> ExperimentConfig:
-    """``base`` with the algorithm's search space sampled by ``trial`` (``hparams`` merged over base's)."""
+    """``base`` with the algorithm's search space sampled by ``trial`` (``hparams`` merged over base's).
+    A trial scores test only where its summary reads it (``test_every_epoch`` false, whatever the spec's
+    final runs ask for): only validation chooses, and the selected epoch's test accuracy is only recorded."""
     space, _ = search_space(base.algorithm)
     overrides = dict(space(trial, base.to_dict()))
     hparams = dict(base.hparams, **overrides.pop("hparams", {}))
     unknown = set(overrides) - {f.name for f in dataclasses.fields(ExperimentConfig)}
     if unknown:
         raise ConfigError(f"search space of {base.algorithm} returned unknown config fields {sorted(unknown)}")
-    return dataclasses.replace(base, hparams=hparams, **overrides)
+    return dataclasses.replace(base, hparams=hparams, **{**overrides, "test_every_epoch": False})
 
 
 class _Recorder:
@@ -365,10 +368,11 @@ class TuneOutcome:
 
 
 def _base_identity(base: ExperimentConfig) -> dict[str, Any]:
-    """What a resumed study or a joining worker must share: the base config without locations and
-    without the device (workers on CPU and GPU machines may fill one study)."""
+    """What a resumed study or a joining worker must share: the base config without locations, without
+    the device (workers on CPU and GPU machines may fill one study) and without what only says what the
+    metrics rows hold (``EXECUTION_FIELDS``: trials never score test every epoch, and studies predate them)."""
     d = base.resolve().to_dict()
-    for key in (*LOCATION_FIELDS, "device"):
+    for key in (*LOCATION_FIELDS, *EXECUTION_FIELDS, "device"):
         d.pop(key, None)
     return d
 

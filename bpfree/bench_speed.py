@@ -30,7 +30,7 @@ images of the test split (the runner's ``accuracies``, one ``predict_all`` per b
 measured training epoch, ``eval/train per image`` the same per image (multiply by evaluated / trained
 images to get a run's ratio).
 
-``--eval``: instead of the speed rows, the evaluation-cost table (``benchmarks.measure.eval_cost``):
+``--eval``: instead of the speed rows, the evaluation-cost table (``benchmarks.run.eval_cost``):
 per algorithm (MLP, first ``--batch-sizes`` entry, default MNIST), one training epoch on
 ``--train-limit`` images (default 6000) and the runner's own evaluation of each part it scores (the
 training-accuracy sample, validation, test; ``--eval-images`` images each), scaled per image to a
@@ -393,8 +393,8 @@ def parse(argv):
 
 
 def main_eval(args) -> int:
-    """``--eval``: the evaluation-cost table (``benchmarks.measure.eval_cost``)."""
-    from benchmarks.measure.eval_cost import TARGET, eval_cost, print_table
+    """``--eval``: the evaluation-cost table (``benchmarks.run.eval_cost``)."""
+    from benchmarks.run.eval_cost import TARGET, eval_cost, print_table
     from benchmarks.run.runner import train_eval_images
 
     try:

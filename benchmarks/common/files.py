@@ -127,6 +127,11 @@ def append_jsonl(path: Path, value: Any) -> None:
         raise WriteFailed(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
 
+def rewrite_jsonl(path: Path, values: list[Any]) -> None:
+    """The whole file anew, one line a value (atomically: a kill leaves the old file or the new)."""
+    write_text_atomic(path, "".join(dumps(v) + "\n" for v in values))
+
+
 def read_jsonl(path: Path, on_bad_line: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Every line's object; a last line cut short by a killed writer is left out.
 

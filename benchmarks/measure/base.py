@@ -44,9 +44,15 @@ class Meter:
     """Base class: every hook is optional. Figures returned must be JSON-serialisable."""
 
     name = "meter"
+    #: whether the meter can take over the epochs of a stopped attempt of its run (``resume``): a run
+    #: goes on from a mid-run checkpoint only where every meter can (benchmarks/run/resume.py)
+    resumes = False
 
     def start_run(self, ctx: RunContext) -> None:
         self.ctx = ctx
+
+    def resume(self, history: list[dict[str, Any]]) -> None:
+        """Take over the metrics rows of the epochs an earlier attempt trained (only where ``resumes``)."""
 
     def start_epoch(self, epoch: int) -> None: ...
 

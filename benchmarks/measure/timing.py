@@ -28,10 +28,14 @@ def steady_state(values: list[float]) -> tuple[list[float], bool]:
 @METERS.register("time")
 class EpochTimer(Meter):
     name = "time"
+    resumes = True  # an epoch's time is in its row
 
     def start_run(self, ctx) -> None:
         super().start_run(ctx)
         self.epoch_times: list[float] = []
+
+    def resume(self, history: list[dict]) -> None:
+        self.epoch_times = [row["epoch_time_s"] for row in history]
 
     def start_epoch(self, epoch: int) -> None:
         synchronize(self.ctx.device)

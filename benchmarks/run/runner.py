@@ -30,11 +30,12 @@ from benchmarks.run.environment import SOURCE_DIFFS, describe_environment, recor
 from benchmarks.measure import METERS, RunContext, close_meters, synchronize
 from benchmarks.common.numerics import autocast, run_numerics
 from benchmarks.run.divergence import chance_accuracy, thresholds, verdict, verdict_stands
-from benchmarks.common.files import WriteFailed, append_jsonl, check_writable, write_failed, write_json
+from benchmarks.run.evaluation import TRAIN_EVAL_FLOOR, accuracies, evaluate, scores_test, train_eval_images  # noqa: F401
+from benchmarks.common.files import WriteFailed, append_jsonl, check_writable, rewrite_jsonl, write_failed, write_json
 from benchmarks.run.folders import RunBusy, finished_summary, hold_run, mark_done
+from benchmarks.run.resume import RESUME_EVERY_S, can_resume, drop_state, restore_state, resumable, save_state
 
 CHECK_EVERY = 50  # steps between checks for a non-finite loss (each check waits for the device)
-TRAIN_EVAL_FLOOR = 2000  # train accuracy on at least this many images (or all) where validation holds fewer
 CHECKPOINT = "model.pt"  # the trainer's state_dict when config.save is best or final
 
 
@@ -80,46 +81,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-@torch.no_grad()
-def accuracies(trainer: Trainer, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> dict[str, float | None]:
-    """Accuracy in % of every prediction mode on (x, y), from one ``predict_all`` per batch."""
-    if len(y) == 0:
-        return {mode: None for mode in trainer.prediction_modes}
-    correct = {mode: 0 for mode in trainer.prediction_modes}
-    for start in range(0, len(y), batch_size):
-        target = y[start:start + batch_size]
-        for mode, scores in trainer.predict_all(x[start:start + batch_size]).items():
-            correct[mode] += int((scores.argmax(1) == target).sum())
-    return {mode: 100.0 * c / len(y) for mode, c in correct.items()}
-
-
-def train_eval_images(cfg: ExperimentConfig, train_size: int, val_size: int = 0) -> int:
-    """How many of the first training images train accuracy is scored on: ``cfg.train_eval_limit`` at
-    most and, where there is a validation split, no more than it holds (but ``TRAIN_EVAL_FLOOR`` at
-    least): a diagnostic that no table reads then costs no more each epoch than model selection does
-    (FF's goodness prediction runs every label through the network, 10 passes a sample)."""
-    n = min(cfg.train_eval_limit, train_size)
-    return min(n, max(val_size, TRAIN_EVAL_FLOOR)) if val_size else n
-
-
-def evaluate(trainer: Trainer, splits: Splits, cfg: ExperimentConfig,
-             parts: tuple[str, ...] = ("train", "val", "test")) -> dict[str, float | None]:
-    """Accuracy in % for every prediction mode on each of ``parts``: train (a bounded subset:
-    ``train_eval_images``), val, test."""
-    trainer.train(False)  # no batch statistics are taken while predicting
-    n = train_eval_images(cfg, len(splits.train_y), len(splits.val_y))
-    data = {"train": (splits.train_x[:n], splits.train_y[:n]), "val": (splits.val_x, splits.val_y),
-            "test": (splits.test_x, splits.test_y)}
-    out = {}
-    with autocast(splits.train_x.device, cfg.precision):
-        for split in parts:
-            x, y = data[split]
-            out.update({f"{split}_acc_{mode}": acc
-                        for mode, acc in accuracies(trainer, x, y, cfg.eval_batch_size).items()})
-    trainer.train(True)
-    return out
 
 
 def run_experiment(config: ExperimentConfig, force: bool = False,
@@ -189,18 +150,20 @@ def reusable_summary(cfg: ExperimentConfig, run_dir: Path, force: bool = False) 
 
 def _run_held(cfg: ExperimentConfig, raw, run_dir: Path, on_epoch, device, splits, trainer, meters) -> RunResult:
     """The rest of ``run_experiment``, while this process holds the run's lock."""
+    numerics = contextlib.ExitStack()
+    # a run from a modified tree keeps the diff (once per content, beside the runs folder): its code can be recovered
+    environment = {**describe_environment(device), "precision": cfg.precision,
+                   **record_source(run_dir.parent.parent / SOURCE_DIFFS)}
+    resumed = resumable(run_dir, meters, environment)  # an earlier attempt's epochs, same code: go on from them
     try:
-        if run_dir.exists():
+        if resumed is None and run_dir.exists():
             shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "summary.json").unlink(missing_ok=True)  # the stopped attempt's "failed"
     except OSError as exc:
         raise write_failed(run_dir, exc) from exc
     write_json(run_dir / "config.json", cfg.to_dict())
-    numerics = contextlib.ExitStack()
-    # a run from a modified tree keeps the diff (once per content, beside the runs folder): its code can be recovered
-    write_json(run_dir / "environment.json", {**describe_environment(device), "precision": cfg.precision,
-                                              **record_source(run_dir.parent.parent / SOURCE_DIFFS),
-                                              **numerics.enter_context(run_numerics(device))})
+    write_json(run_dir / "environment.json", {**environment, **numerics.enter_context(run_numerics(device))})
     write_json(run_dir / "measurement.json", {
         "data": {"dataset": splits.name, "source": splits.source, "exact": raw.exact, "fingerprint": raw.fingerprint,
                  "train": len(splits.train_y), "val": len(splits.val_y), "test": len(splits.test_y),
@@ -213,8 +176,10 @@ def _run_held(cfg: ExperimentConfig, raw, run_dir: Path, on_epoch, device, split
         **{k: v for m in meters for k, v in m.describe().items()}})
     try:
         with numerics:
-            summary = _train(cfg, trainer, splits, meters, run_dir, device, on_epoch)
+            summary = _train(cfg, trainer, splits, meters, run_dir, device, on_epoch, resumed, environment)
     except BaseException as exc:  # record the failure, keep what was written, re-raise
+        if isinstance(exc, Exception):  # a bug, a pruned trial, a divergence: nothing to go on from;
+            drop_state(run_dir)         # a stop (Ctrl-C, SystemExit; SIGKILL never gets here) keeps it
         if not isinstance(exc, RunDiverged):
             try:  # on a full disk this write fails too: the folder is then only unfinished (no summary)
                 write_json(run_dir / "summary.json", {"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
@@ -283,7 +248,8 @@ def train_epoch(trainer: Trainer, xs: torch.Tensor, ys: torch.Tensor, batch_size
 
 
 def _train(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, meters: list, run_dir: Path,
-           device: torch.device, on_epoch) -> dict[str, Any]:
+           device: torch.device, on_epoch, resumed: dict | None = None, environment: dict | None = None
+           ) -> dict[str, Any]:
     ctx = RunContext(trainer=trainer, device=device, run_dir=run_dir, config=cfg)
     for meter in meters:
         meter.start_run(ctx)
@@ -296,9 +262,21 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, meters: list
     # chance: the most frequent class's share of the training labels (what a constant prediction
     # scores), not of the few labels that train accuracy is evaluated on (one label: 100 %)
     first_loss, chance = None, chance_accuracy(splits.train_y, splits.num_classes)
-    started = time.perf_counter()
+    earlier_s, resumed_after = 0.0, []  # wall time of earlier attempts; the epochs they ended after
+    if resumed is not None:
+        loop = restore_state(resumed, trainer, generator)
+        history, since_best, first_loss = loop["history"], loop["since_best"], loop["first_loss"]
+        best = history[loop["best_index"]] if loop["best_index"] is not None else None
+        best_val = {tuple(k): v for k, v in loop["best_val"]}
+        earlier_s, resumed_after = loop["wall_time_s"], [*loop["resumed_after"], len(history)]
+        rewrite_jsonl(run_dir / "metrics.jsonl", history)  # rows the stopped attempt wrote after its last save go
+        for meter in meters:
+            meter.resume(history)
+        _log(cfg, f"resuming {run_dir.name} after epoch {len(history)} (saved by the stopped attempt)")
+    resumes = can_resume(meters)
+    started = last_save = time.perf_counter()
     trainer.train(True)
-    for epoch in range(cfg.epochs):
+    for epoch in range(len(history), cfg.epochs):
         trainer.start_epoch(epoch, cfg.epochs)
         t0 = time.perf_counter()
         perm = torch.randperm(n, generator=generator).to(device)
@@ -350,6 +328,13 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, meters: list
         if cfg.patience and since_best >= cfg.patience:
             _log(cfg, f"early stop: no better {selection_key} for {cfg.patience} epochs")
             break
+        if resumes and time.perf_counter() - last_save >= RESUME_EVERY_S and epoch + 1 < cfg.epochs:
+            save_state(run_dir, trainer, generator, environment, {
+                "history": history, "since_best": since_best, "first_loss": first_loss,
+                "best_index": next((i for i, r in enumerate(history) if r is best), None),
+                "best_val": list(best_val.items()), "resumed_after": resumed_after,
+                "wall_time_s": earlier_s + time.perf_counter() - started})
+            last_save = time.perf_counter()
     selected = best if best is not None else history[-1]
     if cfg.save == "final" or (cfg.save == "best" and best is None):  # no validation: best is the last
         save_checkpoint(trainer, run_dir)
@@ -367,7 +352,8 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, meters: list
         "test_every_epoch": cfg.test_every_epoch,  # false: test only at the epochs scores_test names
         "test_scored_epochs": [r["epoch"] for r in history if f"test_acc_{default_mode}" in r],
         "parameters": {mode: trainer.inference_parameters(mode) for mode in trainer.prediction_modes},
-        "wall_time_s": time.perf_counter() - started,
+        "wall_time_s": earlier_s + time.perf_counter() - started,  # every attempt's share
+        **({"resumed_after_epochs": resumed_after} if resumed_after else {}),
         "divergence_thresholds": thresholds(cfg),
         "measurements": {k: v for meter in meters for k, v in meter.end_run().items()},
     }
@@ -376,27 +362,8 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, meters: list
                                  "epoch": selected["epoch"] if cfg.save == "best" else history[-1]["epoch"]}
     write_json(run_dir / "summary.json", summary)
     mark_done(run_dir)
+    drop_state(run_dir)
     return summary
-
-
-def scores_test(cfg: ExperimentConfig, row: dict, epoch: int, modes: tuple[str, ...], selectable: bool,
-                best_val: dict[tuple[str, str], float], stops: bool) -> bool:
-    """Whether the epoch of ``row`` (its train and val accuracies in) scores test, and ``best_val`` updated.
-
-    Every epoch with ``cfg.test_every_epoch``. Otherwise only where test accuracy can be read: an epoch
-    that can be selected (``selectable``: a final-phase epoch of a run with validation) whose validation
-    accuracy of some prediction mode is above that mode's best among the earlier such epochs of the same
-    phase (the summary reads the default mode's best epoch, the accuracy tables each row's mode at its own
-    best: ``tables.accuracy.selected_on_own_validation``; the first of equal ones wins in both), and the
-    run's last epoch (``epochs`` reached, or early stopping now: ``stops``; the summary's ``final`` row,
-    and the selected one of a run without validation). The other rows hold no test keys."""
-    improves = False
-    if selectable:
-        for mode in modes:
-            value, key = row.get(f"val_acc_{mode}"), (row["phase"], mode)
-            if value is not None and (key not in best_val or value > best_val[key]):
-                best_val[key], improves = value, True
-    return cfg.test_every_epoch or improves or stops or epoch == cfg.epochs - 1
 
 
 def _diverged(cfg, run_dir, row, history, meters, reason: str) -> dict:

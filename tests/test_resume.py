@@ -85,8 +85,7 @@ def test_other_code_a_damaged_file_or_a_memory_meter_start_again(tmp_path, monke
     state = resume.read_state(run_dir)
     assert state is not None and len(state["loop"]["history"]) == 2
     assert resume.resumable(run_dir, [], {**state["source"]}) is not None
-    assert resume.resumable(run_dir, [], {**state["source"], "git_diff_sha256": "other"}) is None  # other code
-    assert resume.resumable(run_dir, [], {**state["source"], "git_commit": "0" * 40}) is None
+    assert resume.resumable(run_dir, [], {"training_code_sha256": "0" * 64}) is None  # other code
 
     class Peak:  # a meter that cannot split its figure across attempts
         resumes = False
@@ -120,3 +119,17 @@ def test_the_state_of_another_run_is_never_read(tmp_path):
     other.mkdir()
     (other / resume.RESUME).write_bytes(saved.read_bytes())
     assert resume.read_state(saved.parent) is not None and resume.read_state(other) is None
+
+
+def test_the_training_code_hash_follows_the_code_a_run_executes_and_nothing_else(tmp_path, monkeypatch):
+    from benchmarks.run import environment
+
+    for folder in (*environment.TRAINING_CODE, "benchmarks/tables"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "a.py").write_text("x = 1\n")
+    monkeypatch.setattr(environment, "PROJECT_ROOT", tmp_path)
+    before = environment.training_code_sha256()
+    (tmp_path / "benchmarks/tables/a.py").write_text("x = 2\n")  # a table's code trains nothing
+    assert environment.training_code_sha256() == before
+    (tmp_path / "algorithms/a.py").write_text("x = 2\n")
+    assert environment.training_code_sha256() != before

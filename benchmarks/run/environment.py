@@ -60,6 +60,19 @@ def source_diff() -> str | None:
     return "\n".join(parts)
 
 
+# What a training run executes: a change elsewhere (tables, report, the command line, tests) changes no
+# trained number, so a run stopped under one commit may go on under the next (benchmarks/run/resume.py)
+TRAINING_CODE = ("algorithms", "benchmarks/common", "benchmarks/datasets", "benchmarks/measure", "benchmarks/run")
+
+
+def training_code_sha256() -> str:
+    """SHA-256 over every Python file of ``TRAINING_CODE`` as it is on disk (names and contents, in order)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for folder in TRAINING_CODE for p in (PROJECT_ROOT / folder).rglob("*.py")):
+        digest.update(str(path.relative_to(PROJECT_ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def record_source(folder: Path) -> dict:
     """``git_diff_sha256`` and ``git_diff_file``: a dirty tree's diff, kept once per content in
     ``folder/<sha256>.diff``, so that a run made from uncommitted code can still be traced to it

@@ -40,9 +40,10 @@ def can_resume(meters: list) -> bool:
 
 
 def source_of(environment: dict[str, Any]) -> dict[str, Any]:
-    """The code a run attempt runs (commit, dirty flag, the diff's hash): an attempt goes on only from one
-    that ran the same code, else the run would be two programs' work under one folder."""
-    return {k: environment.get(k) for k in ("git_commit", "git_dirty", "git_diff_sha256")}
+    """The code a run attempt executes (``environment.training_code_sha256``): an attempt goes on only from
+    one that ran the same code, else the run would be two programs' work under one folder. A commit that
+    changes only tables, docs or tests leaves it as it was."""
+    return {"training_code_sha256": environment.get("training_code_sha256")}
 
 
 def save_state(run_dir: Path, trainer: torch.nn.Module, generator: torch.Generator, environment: dict[str, Any],

@@ -26,7 +26,7 @@ from algorithms.base import Trainer
 
 from benchmarks.run.config import ExperimentConfig
 from benchmarks.datasets import Splits, load_dataset, prepare_splits
-from benchmarks.run.environment import SOURCE_DIFFS, describe_environment, record_source
+from benchmarks.run.environment import SOURCE_DIFFS, describe_environment, record_source, training_code_sha256
 from benchmarks.measure import METERS, RunContext, close_meters, synchronize
 from benchmarks.common.numerics import autocast, run_numerics
 from benchmarks.run.divergence import chance_accuracy, thresholds, verdict, verdict_stands
@@ -153,6 +153,7 @@ def _run_held(cfg: ExperimentConfig, raw, run_dir: Path, on_epoch, device, split
     numerics = contextlib.ExitStack()
     # a run from a modified tree keeps the diff (once per content, beside the runs folder): its code can be recovered
     environment = {**describe_environment(device), "precision": cfg.precision,
+                   "training_code_sha256": training_code_sha256(),
                    **record_source(run_dir.parent.parent / SOURCE_DIFFS)}
     resumed = resumable(run_dir, meters, environment)  # an earlier attempt's epochs, same code: go on from them
     try:

@@ -84,7 +84,9 @@ def _ladder(trial, base):
 
 
 def _readout(trial, base, out):
-    if base.get("arch", "mlp") != "mlp":  # conv blocks only: how feature maps reach M_i
+    # conv blocks only: how feature maps reach M_i; not where the spec fixes it (Table 2: the paper's
+    # M_i reads the whole map), since a spec's algorithm_overrides win over a tuned value
+    if base.get("arch", "mlp") != "mlp" and "readout" not in (base.get("hparams") or {}):
         out["hparams"]["readout"] = trial.suggest_categorical("readout", ["flatten", "gap"])
     return out
 

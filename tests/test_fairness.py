@@ -470,3 +470,25 @@ def test_a_launcher_that_drops_a_config_is_caught(tmp_path, monkeypatch, capsys)
     problems = launch_problems(expanded, launched)
     assert len(problems) == 1 and problems[0].startswith("dropped: ")
     assert launch_problems(expanded, launched + launched[:1])[0].startswith("launched 2 times: ")
+
+
+@pytest.mark.parametrize("spec_name", ["table1", "table2", "table3", "fair", "sff"])
+def test_no_searched_knob_is_one_a_spec_override_would_discard(spec_name):
+    """A spec's algorithm_overrides are merged after the tuned entry: a knob they set and the algorithm's
+    space searches would be tuned and then silently replaced in every final run."""
+    pytest.importorskip("optuna")
+    from benchmarks.tuning.spec import spec_cells
+
+    spec = load_spec(spec_name)
+    for profile in spec["profiles"]:
+        for _, base in spec_cells(spec, profile):
+            fixed = set((spec.get("algorithm_overrides") or {}).get(base.algorithm, {}).get("hparams", {}))
+            assert not declared(base.algorithm, base) & fixed, (spec_name, profile, base.algorithm, fixed)
+
+
+def test_a_space_that_searches_a_fixed_knob_is_caught():
+    """The counter-example: MF's space on a conv net searches its readout when the base leaves it open."""
+    base = ExperimentConfig(algorithm="mf", dataset="digits", arch="cnn", arch_args={"channels": [4, 8]})
+    assert "readout" in declared("mf", base)
+    fixed = dataclasses.replace(base, hparams={"readout": "flatten"})
+    assert "readout" not in declared("mf", fixed)

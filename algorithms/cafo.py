@@ -158,6 +158,7 @@ class CascadedForward(Trainer):
 
     # -- schedule ---------------------------------------------------------------------------------
     def start_epoch(self, epoch: int, num_epochs: int) -> None:
+        self.set_epoch_lr(epoch)  # the predictors' rate (predictor_lr) and cafo-dfa's blocks' alike
         self.phase = "predictors"
         self._reset_sums()  # the closed form is the solution over this epoch's training data
 

@@ -6,7 +6,8 @@ the gradient injected at block i's output is ``B_i e``, from where it flows back
 block's activation (and pooling) to its weights only; block inputs are detached, so no error
 travels from one block to the one below. The output head learns with its true gradient.
 
-``lr_decay``: the learning rate of epoch e (0-based) is ``lr * lr_decay**e``. Nøkland trained DFA
+``lr_decay`` (DFA's own until every trainer got it, ``TrainerHParams``, with the same rule and
+default): the learning rate of epoch e (0-based) is ``lr * lr_decay**e``. Nøkland trained DFA
 "with decay", the learning rate and its decay chosen on a validation set; at a constant rate, Adam's
 normalised steps stay full-sized while DFA's projected errors shrink, and validation accuracy swings by
 half a point from epoch to epoch late in training (MNIST 2x1000: 97.15 to 98.12 %, seeds 0-2).
@@ -15,29 +16,18 @@ half a point from epoch to epoch late in training (MNIST 2x1000: 97.15 to 98.12 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Trainer, TrainerHParams, make_optimizer
+from .base import Trainer, make_optimizer
 from .registry import ALGORITHMS
-from .typed_config import check
-
-
-@dataclass
-class DFAHParams(TrainerHParams):
-    lr_decay: float = 1.0  # per-epoch factor of the learning rate; 1 keeps it constant (module docstring)
-
-    def validate(self) -> None:
-        super().validate()
-        check(0 < self.lr_decay <= 1, f"lr_decay must be in (0, 1], got {self.lr_decay}")
 
 
 @ALGORITHMS.register("dfa")
 class DirectFeedbackAlignment(Trainer):
-    HParams = DFAHParams
+    # HParams: the shared ones (TrainerHParams), lr_decay among them (the module docstring)
     prediction_modes = ("output",)
 
     def __init__(self, *args, **kwargs):
@@ -47,10 +37,6 @@ class DirectFeedbackAlignment(Trainer):
             nn.init.kaiming_uniform_(feedback, a=math.sqrt(5))  # like a Linear(classes -> width)
             self.register_buffer(f"feedback{i}", feedback)
         self.optimizer = make_optimizer(self.parameters(), self.hp)
-
-    def start_epoch(self, epoch: int, num_epochs: int) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.hp.lr * self.hp.lr_decay ** epoch
 
     def feedback(self, i: int) -> torch.Tensor:
         return getattr(self, f"feedback{i}")

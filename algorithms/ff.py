@@ -169,10 +169,8 @@ class ForwardForward(Trainer):
         return goodness(h, self.hp.logit) - offset
 
     def start_epoch(self, epoch: int, num_epochs: int) -> None:
-        factor = cooldown_factor(epoch, num_epochs) if self.hp.cooldown else 1.0
-        for opt in self.optimizers:
-            for group in opt.param_groups:
-                group["lr"] = self.hp.lr * factor
+        # the cooldown and the shared lr_decay compose: lr * cooldown(epoch) * lr_decay**epoch
+        self.set_epoch_lr(epoch, cooldown_factor(epoch, num_epochs) if self.hp.cooldown else 1.0)
 
     def wrong_labels(self, y: torch.Tensor) -> torch.Tensor:
         offset = torch.randint(1, self.num_classes, y.shape, device=y.device)

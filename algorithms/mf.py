@@ -112,6 +112,7 @@ class MonoForward(Trainer):
         self._active, self._active_set, self._last_active = list(blocks), set(blocks), max(blocks)
 
     def start_epoch(self, epoch: int, num_epochs: int) -> None:
+        self.set_epoch_lr(epoch)
         n = len(self.net.blocks)
         if self.hp.schedule == "sequential":
             check(num_epochs >= n, f"the sequential schedule needs at least one epoch per layer ({n}), got {num_epochs}")

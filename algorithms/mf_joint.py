@@ -37,6 +37,7 @@ class MonoForwardJoint(MonoForward):
         self.optimizer = make_optimizer(self.parameters(), self.hp)  # one, over every block and M_i
 
     def start_epoch(self, epoch: int, num_epochs: int) -> None:
+        self.set_epoch_lr(epoch)
         self.active = list(range(len(self.net.blocks)))
         self.phase = "all layers"
         self.final_phase = True

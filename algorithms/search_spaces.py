@@ -11,6 +11,14 @@ Register a space with ``@SEARCH_SPACES.register("name")``, or give the trainer c
 ``search_space(trial, base)`` staticmethod (it wins over the registry). An algorithm with neither
 (e.g. a new one) is tuned over :func:`common_space` only, and the tuner says so.
 
+Shared dimensions: every space searches the learning rate and the batch size (:func:`common_space`).
+The per-epoch learning-rate decay (``lr_decay``, every trainer's: ``TrainerHParams``) is a shared
+dimension that a spec's tuning gives to every row of a profile or to none (the profile's
+``tune_shared: [lr_decay]``, benchmarks/tuning/spec.py): ``search_space(algorithm, shared)`` adds the
+dimensions ``shared`` names (:data:`OPTIONAL_SHARED`, each in one range for every algorithm), and an
+algorithm's own space may not search one of them (:func:`search_space` refuses it where it does), so
+that no row of a table gets a knob that the others lack.
+
 What is *not* searched: the number of epochs and the early-stopping patience. The objective is the
 validation accuracy of the best epoch, which can only grow with more epochs or more patience, so a
 search would always pick the largest values; they are the study's budget instead (the tuner's
@@ -19,15 +27,20 @@ search would always pick the largest values; they are the study's budget instead
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from .registry import ALGORITHMS, Registry
+from .typed_config import ConfigError
 
 SearchSpace = Callable[[Any, Mapping[str, Any]], dict[str, Any]]
 SEARCH_SPACES: Registry[SearchSpace] = Registry("search space")
 
 BATCH_SIZES = [32, 64, 128, 256]  # around the paper's 64; larger ones are faster per epoch
 LR_RANGE = (1e-5, 1e-2)  # Adam: 1e-3 is the paper's setting, two decades either side
+# Nøkland 2016 chose DFA's learning rate "with decay" on validation (algorithms/dfa.py); 0.7 an epoch
+# leaves 6 % of the rate after 8 epochs (a tuning trial's budget), 1 none. The range DFA's own space
+# searched in Table 3's committed studies, before the decay became shared.
+LR_DECAY_RANGE = (0.7, 1.0)
 
 
 def common_space(trial, base: Mapping[str, Any]) -> dict[str, Any]:
@@ -36,19 +49,18 @@ def common_space(trial, base: Mapping[str, Any]) -> dict[str, Any]:
             "hparams": {"lr": trial.suggest_float("lr", *LR_RANGE, log=True)}}
 
 
+#: shared dimensions that a profile searches for every row or for none (``tune_shared``): name -> how a
+#: trial samples it; their values land in ``hparams`` under the same name
+OPTIONAL_SHARED: dict[str, Callable[[Any], Any]] = {
+    "lr_decay": lambda trial: trial.suggest_float("lr_decay", *LR_DECAY_RANGE),
+}
+
+
 @SEARCH_SPACES.register("bp")
 @SEARCH_SPACES.register("fa")
+@SEARCH_SPACES.register("dfa")  # its lr_decay is a shared dimension now (OPTIONAL_SHARED), not DFA's own
 def _bp_like(trial, base):
     return common_space(trial, base)
-
-
-@SEARCH_SPACES.register("dfa")
-def _dfa(trial, base):
-    out = common_space(trial, base)
-    # Nøkland 2016 chose DFA's learning rate "with decay" on validation (algorithms/dfa.py); 0.7 a
-    # epoch leaves 6 % of the rate after 8 epochs (a tuning trial's budget), 1 none
-    out["hparams"]["lr_decay"] = trial.suggest_float("lr_decay", 0.7, 1.0)
-    return out
 
 
 @SEARCH_SPACES.register("ff")
@@ -120,11 +132,42 @@ def network_depth(base: Mapping[str, Any]) -> int | None:
     return None
 
 
-def search_space(algorithm: str) -> tuple[SearchSpace, str]:
-    """The search space of ``algorithm`` and where it was declared (for the tuner's log)."""
+def check_shared(shared: Iterable[str]) -> tuple[str, ...]:
+    """``shared`` as a sorted tuple of :data:`OPTIONAL_SHARED` names (``ConfigError`` for another)."""
+    if isinstance(shared, str):
+        shared = [shared]
+    names = tuple(sorted(set(shared)))
+    unknown = [n for n in names if n not in OPTIONAL_SHARED]
+    if unknown:
+        raise ConfigError(f"unknown shared dimension(s) {unknown}; a profile's tune_shared takes some of: "
+                          f"{', '.join(OPTIONAL_SHARED)}")
+    return names
+
+
+def search_space(algorithm: str, shared: Iterable[str] = ()) -> tuple[SearchSpace, str]:
+    """The search space of ``algorithm`` plus the optional shared dimensions ``shared`` names (the
+    profile's ``tune_shared``), and where it was declared (for the tuner's log).
+
+    The space refuses (``ConfigError``, when a trial samples it) an algorithm's own space that searches
+    an optional shared dimension itself: that row alone would get it."""
     trainer = ALGORITHMS.get(algorithm)  # fails with the list of valid names
+    shared = check_shared(shared)
     if callable(getattr(trainer, "search_space", None)):
-        return trainer.search_space, f"{trainer.__name__}.search_space"
-    if algorithm in SEARCH_SPACES:
-        return SEARCH_SPACES.get(algorithm), f"algorithms/search_spaces.py ({algorithm})"
-    return common_space, "common space only (lr, batch size): no search space declared for this algorithm"
+        own, origin = trainer.search_space, f"{trainer.__name__}.search_space"
+    elif algorithm in SEARCH_SPACES:
+        own, origin = SEARCH_SPACES.get(algorithm), f"algorithms/search_spaces.py ({algorithm})"
+    else:
+        own, origin = common_space, "common space only (lr, batch size): no search space declared for this algorithm"
+
+    def space(trial, base: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(own(trial, base))
+        hparams = dict(out.get("hparams") or {})
+        alone = sorted(set(hparams) & set(OPTIONAL_SHARED))
+        if alone:
+            raise ConfigError(f"the search space of {algorithm} ({origin}) searches {', '.join(alone)} itself; "
+                              "a shared dimension is searched for every row of a profile or for none (tune_shared)")
+        hparams.update({name: OPTIONAL_SHARED[name](trial) for name in shared})
+        out["hparams"] = hparams
+        return out
+
+    return space, origin + (f" + shared {', '.join(shared)}" if shared else "")

@@ -48,6 +48,10 @@ def build_parser():
     t.add_argument("--worker-id", type=int, default=0,
                    help="give each of several parallel workers its own id (their samplers differ)")
     t.add_argument("--pruner", default="median", choices=["median", "none"])
+    t.add_argument("--tune-shared", nargs="+", default=[], metavar="DIM",
+                   help="optional shared dimensions to search beside the algorithm's space: lr_decay (the "
+                        "per-epoch learning-rate decay, 0.7-1); a spec's profile gives them to every row "
+                        "(tune_shared), so compare only studies that searched the same")
     t.add_argument("--heartbeat", type=int, default=HEARTBEAT_INTERVAL,
                    help="seconds between heartbeats of a running trial; a trial silent for 3x this is failed")
     return p
@@ -72,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         outcome = tune(config_from_args(args), args.trials, study_name=args.study, storage=args.storage,
                        studies_dir=args.studies_dir, label=args.label, seed=args.tune_seed,
                        worker_id=args.worker_id, pruner=args.pruner,
-                       params_file=params_file,
+                       params_file=params_file, shared=args.tune_shared,
                        heartbeat_interval=args.heartbeat)
     except (ConfigError, UnknownNameError, DatasetUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -7,12 +7,13 @@ reject, so that no test here passes because it cannot fail:
 1. every row of a group (group label x dataset) gets one study, all with the same number of finished
    (complete + pruned) trials;
 2. each study searches the shared dimensions (lr, batch size, and a learning-rate decay for every row of
-   its group or for none) plus exactly the knobs its algorithm's own search space declares;
+   its group or for none: the profile's ``tune_shared``, never one row's own space) plus exactly the knobs
+   its algorithm's own search space declares;
 3. every study has a sampler seed of its own, and no two studies drew the same sampled settings;
 4. nothing is enqueued after a study starts (trials 0 and 1: the defaults, the params entry it replaces)
    except retries of failed trials;
-5. one epoch cap, patience, training subset and selection rule for every row of a cell, in the runs and in
-   the tuning trials, but for the exceptions stated in ``EXCEPTIONS``;
+5. one epoch cap, patience, training subset, selection rule and (untuned) learning-rate decay for every
+   row of a cell, in the runs and in the tuning trials, but for the exceptions stated in ``EXCEPTIONS``;
 6. a trainer has no parameter that its updates never change (a baseline carries no other algorithm's parts);
 7. each reported prediction mode is read at its own best validation epoch;
 8. the sweep launches exactly the configs it expands: none twice, none dropped.
@@ -41,9 +42,9 @@ import yaml
 from torch import nn
 
 from algorithms import ALGORITHMS
-from algorithms.search_spaces import search_space
+from algorithms.search_spaces import OPTIONAL_SHARED, search_space
 from benchmarks.run.config import ExperimentConfig, run_key
-from benchmarks.sweep.expand import SPECS_DIR, expand, load_spec, spec_names
+from benchmarks.sweep.expand import SPECS_DIR, expand, load_spec, spec_names, tune_shared
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDIES = ROOT / "results" / "studies"
@@ -56,8 +57,9 @@ EXCEPTIONS = {("table3", "paper"): {"ff": {"epochs": 30}}}  # FF's lr cooldown e
 KNOWN = {  # (invariant, spec, profile): how the committed studies break it
     ("trials", "table3", "paper"): "unequal finished trials: DFA mnist and fmnist 13 (a 'previous params file "
     "entry' trial enqueued by hand after 12), FF cifar10-jpeg 13 (beside a failed trial), the other rows 12",
-    ("dimensions", "table3", "paper"): "DFA's space gained lr_decay and DFA alone searched it; no other row of "
-    "its groups has a learning-rate decay",
+    ("dimensions", "table3", "paper"): "DFA's space gained lr_decay (then DFA's own knob) and DFA alone searched "
+    "it; no other row of its groups has a learning-rate decay. The profile now gives lr_decay to every row "
+    "(tune_shared) for its next re-tune, which the other rows' committed studies predate",
     ("draws", "table3", "paper"): "tuned before sampler_seed took the study's name (2026-12-04): studies share "
     "start-up draws, e.g. BP and FA on cifar10-jpeg 6 identical settings, FF mnist and fmnist 6",
     ("draws", "energy_study", "quick"): "tuned before sampler_seed took the study's name (2026-12-04): the BP "
@@ -90,13 +92,16 @@ class Cell:
     algorithm: str
     base: ExperimentConfig  # what every trial of its study builds on
     study: str
+    shared: tuple[str, ...] = ()  # the optional shared dimensions its profile searches (tune_shared)
 
 
 @functools.lru_cache(maxsize=None)
 def cells(spec: str, profile: str) -> tuple[Cell, ...]:
     tuning_spec, _ = _tuning()
-    return tuple(Cell((label, base.dataset), base.algorithm, base, tuning_spec.spec_study_name(base, label, profile))
-                 for label, base in tuning_spec.spec_cells(load_spec(spec), profile))
+    loaded = load_spec(spec)
+    shared = tune_shared(loaded["profiles"][profile])
+    return tuple(Cell((label, base.dataset), base.algorithm, base, tuning_spec.spec_study_name(base, label, profile),
+                      shared) for label, base in tuning_spec.spec_cells(loaded, profile))
 
 
 def read_study(path: Path) -> list[dict[str, str]]:
@@ -152,10 +157,11 @@ def trial_count_problems(groups: dict, strays=()) -> list[str]:
 
 
 # -- 2. the shared dimensions plus each algorithm's own knobs ---------------------------------------
-def declared(algorithm: str, base: ExperimentConfig) -> set[str]:
-    """The parameters ``algorithm``'s search space asks for, through a recording trial (as study.py does)."""
+def declared(algorithm: str, base: ExperimentConfig, shared: tuple[str, ...] = ()) -> set[str]:
+    """The parameters ``algorithm``'s search space (with the optional shared dimensions ``shared``) asks for,
+    through a recording trial (as study.py does)."""
     recorder = _tuning()[1]._Recorder()
-    search_space(algorithm)[0](recorder, base.to_dict())
+    search_space(algorithm, shared)[0](recorder, base.to_dict())
     return set(recorder.dists)
 
 
@@ -167,9 +173,9 @@ def search_dimension_problems(groups: dict) -> list[str]:
         if decayed and len(decayed) < len(present):
             problems.append(f"{'/'.join(group)}: {DECAY} searched by {decayed} alone")
         for cell, trials in present.items():
-            got, space = searched(trials), declared(cell.algorithm, cell.base)
+            got, space = searched(trials), declared(cell.algorithm, cell.base, cell.shared)
             own, shared = space - {*SHARED, DECAY}, {*SHARED, DECAY}
-            if set(SHARED) - got or (DECAY in got and DECAY not in space):
+            if set(SHARED) - got or (DECAY in got) != (DECAY in space):
                 problems.append(f"{cell.study} searches {sorted(got & shared)} of the shared dimensions")
             if got - shared != own:
                 problems.append(f"{cell.study} searches {sorted(got - shared)} beside the shared dimensions; "
@@ -262,10 +268,77 @@ def hand_study(seed: str, n: int = 12, **knobs) -> list[dict]:
               batch_size=draw.choice([32, 64, 128, 256]), **knobs) for i in range(1, n)]
 
 
-def hand_group(**studies) -> dict:
+def hand_group(shared: tuple[str, ...] = (), **studies) -> dict:
     base = {"arch": "mlp", "arch_args": {"widths": [8, 8]}, "epochs": 8, "dataset": "mnist"}
     return {("2x8", "mnist"): {Cell(("2x8", "mnist"), alg, ExperimentConfig(algorithm=alg, **base),
-                                    f"{alg}_mnist_2x8_t_paper"): t for alg, t in studies.items()}}
+                                    f"{alg}_mnist_2x8_t_paper", shared): t for alg, t in studies.items()}}
+
+
+def declared_shared_problems(cells) -> list[str]:
+    """Within each group, the optional shared dimensions (``OPTIONAL_SHARED``: lr_decay) that the cells'
+    spaces declare must be the same for every row: all of them or none."""
+    by_group = collections.defaultdict(dict)
+    for cell in cells:
+        by_group[cell.group][cell.study] = sorted(declared(cell.algorithm, cell.base, cell.shared) & set(OPTIONAL_SHARED))
+    return [f"{'/'.join(group)}: optional shared dimensions differ: {spaces}"
+            for group, spaces in by_group.items() if len({tuple(v) for v in spaces.values()}) > 1]
+
+
+@pytest.mark.parametrize("spec, profile", [(s, p) for s in spec_names()
+                                           for p in yaml.safe_load((SPECS_DIR / f"{s}.yaml").read_text())["profiles"]])
+def test_every_row_of_a_group_declares_the_same_optional_shared_dimensions(spec, profile):
+    """A profile's tune_shared gives lr_decay to every row's space (Table 3's paper profile, for its next
+    re-tune), no tune_shared to none (the fair spec's): no row's own space adds it."""
+    declared_sets = {tuple(sorted(declared(c.algorithm, c.base, c.shared) & set(OPTIONAL_SHARED)))
+                     for c in cells(spec, profile)}
+    assert declared_shared_problems(cells(spec, profile)) == []
+    want = {("lr_decay",)} if (spec, profile) == ("table3", "paper") else {()}
+    assert declared_sets == want
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS.names())
+def test_no_algorithms_own_space_searches_an_optional_shared_dimension(algorithm):
+    base = ExperimentConfig(algorithm=algorithm, arch="cnn" if algorithm == "sff" else "mlp", epochs=8)
+    assert declared(algorithm, base) & set(OPTIONAL_SHARED) == set()
+    assert declared(algorithm, base, ("lr_decay",)) == declared(algorithm, base) | {"lr_decay"}
+
+
+def test_one_row_alone_cannot_get_a_shared_dimension(tmp_path, monkeypatch):
+    """The counter-examples: a per-row switch (a group's or an algorithm override's tune_shared) is refused,
+    and so is an algorithm's own space that searches lr_decay itself (DFA's, before the decay was shared);
+    cells that did differ are caught."""
+    from algorithms import ConfigError
+    from algorithms.search_spaces import SEARCH_SPACES, common_space
+
+    spec = untuned("fair")
+    spec["groups"][0]["tune_shared"] = ["lr_decay"]
+    path = tmp_path / "one_group.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['tune_shared'\] in spec one_group.yaml group 1"):
+        load_spec(path)
+    for overrides in ({"algorithm_overrides": {"mf": {"tune_shared": ["lr_decay"]}}},
+                      {"profiles": {"quick": {**untuned("fair")["profiles"]["quick"],
+                                              "algorithm_overrides": {"mf": {"tune_shared": ["lr_decay"]}}}}}):
+        with pytest.raises(ConfigError, match="tune_shared"):
+            expand({**untuned("fair"), **overrides}, "quick")
+    with pytest.raises(ConfigError, match="unknown shared dimension"):
+        expand({**untuned("fair"), "profiles": {"quick": {"seeds": [0], "tune_shared": ["lr_decy"]}}}, "quick")
+
+    def dfa_alone(trial, base):  # DFA's space before the decay became shared
+        out = common_space(trial, base)
+        out["hparams"]["lr_decay"] = trial.suggest_float("lr_decay", 0.7, 1.0)
+        return out
+
+    monkeypatch.setitem(SEARCH_SPACES._entries, "dfa", dfa_alone)
+    base = ExperimentConfig(algorithm="dfa", epochs=8)
+    for shared in ((), ("lr_decay",)):
+        with pytest.raises(ConfigError, match="searches lr_decay itself"):
+            declared("dfa", base, shared)
+    monkeypatch.undo()
+    bp, dfa = (ExperimentConfig(algorithm=a, epochs=8) for a in ("bp", "dfa"))
+    assert declared_shared_problems([Cell(("2x8", "mnist"), "bp", bp, "bp_s"),
+                                     Cell(("2x8", "mnist"), "dfa", dfa, "dfa_s", ("lr_decay",))]) == [
+        "2x8/mnist: optional shared dimensions differ: {'bp_s': [], 'dfa_s': ['lr_decay']}"]
 
 
 def test_the_study_checks_pass_a_fair_hand_made_group_and_reject_each_unfairness():
@@ -286,9 +359,18 @@ def test_the_study_checks_pass_a_fair_hand_made_group_and_reject_each_unfairness
         "bp: trial 12 was enqueued (previous params file entry) after the study started and retries no failed trial"]
     assert late_enqueue_problems("bp", hand_study("bp")[:1] + [trial(1, origin="defaults", lr=1e-3, batch_size=64)])
     decayed = hand_group(dfa=hand_study("dfa", lr_decay=0.9), bp=hand_study("bp"))
-    assert search_dimension_problems(decayed) == ["2x8/mnist: lr_decay searched by ['dfa_mnist_2x8_t_paper'] alone"]
+    assert search_dimension_problems(decayed) == [
+        "2x8/mnist: lr_decay searched by ['dfa_mnist_2x8_t_paper'] alone",
+        "dfa_mnist_2x8_t_paper searches ['batch_size', 'lr', 'lr_decay'] of the shared dimensions"]
     assert search_dimension_problems(hand_group(bp=hand_study("bp", lr_decay=0.9))) == [
         "bp_mnist_2x8_t_paper searches ['batch_size', 'lr', 'lr_decay'] of the shared dimensions"]
+    # a profile that gives every row the decay (tune_shared): studies that all searched it pass, one without fails
+    both = hand_group(dfa=hand_study("dfa", lr_decay=0.9), bp=hand_study("bp", lr_decay=0.8), shared=("lr_decay",))
+    assert search_dimension_problems(both) == []
+    stale = hand_group(dfa=hand_study("dfa", lr_decay=0.9), bp=hand_study("bp"), shared=("lr_decay",))
+    assert search_dimension_problems(stale) == [
+        "2x8/mnist: lr_decay searched by ['dfa_mnist_2x8_t_paper'] alone",
+        "bp_mnist_2x8_t_paper searches ['batch_size', 'lr'] of the shared dimensions"]
     assert search_dimension_problems(hand_group(mf=hand_study("mf"), bp=hand_study("bp", schedule="sequential"))) == [
         "mf_mnist_2x8_t_paper searches [] beside the shared dimensions; mf's space declares ['schedule']",
         "bp_mnist_2x8_t_paper searches ['schedule'] beside the shared dimensions; bp's space declares []"]
@@ -298,13 +380,16 @@ def test_the_study_checks_pass_a_fair_hand_made_group_and_reject_each_unfairness
 
 
 # -- 5. one budget and selection rule per cell -----------------------------------------------------
-BUDGET_FIELDS = ("epochs", "patience", "train_limit", "val_fraction", "selection")
+# lr_decay: a spec that fixes a learning-rate decay fixes it for every row of a cell or for none (tuned, it is
+# searched for all or none: invariant 2)
+BUDGET_FIELDS = ("epochs", "patience", "train_limit", "val_fraction", "selection", "lr_decay")
 
 
 def budget(cfg: ExperimentConfig) -> dict:
     # the runner selects (and stops on) the default mode's validation accuracy, or the last epoch without one
-    return {**{k: getattr(cfg, k) for k in BUDGET_FIELDS[:-1]},
-            "selection": "best validation accuracy" if cfg.val_fraction > 0 else "last epoch"}
+    return {**{k: getattr(cfg, k) for k in BUDGET_FIELDS[:-2]},
+            "selection": "best validation accuracy" if cfg.val_fraction > 0 else "last epoch",
+            "lr_decay": cfg.hparams.get("lr_decay", 1.0)}
 
 
 def unequal_budget_problems(groups, exceptions=None) -> list[str]:
@@ -360,6 +445,11 @@ def test_the_budget_check_rejects_a_difference_that_is_not_stated():
         runs_of(table3, "paper"), EXCEPTIONS["table3", "paper"])
     assert "ff/mnist: epochs 30, stated 40" in unequal_budget_problems(runs_of(untuned("table3"), "paper"),
                                                                        {"ff": {"epochs": 40}})
+    decayed = untuned("fair")
+    decayed["profiles"]["paper"]["algorithm_overrides"] = {"mf": {"hparams": {"lr_decay": 0.9}}}
+    assert unequal_budget_problems(runs_of(decayed, "paper")) == [
+        f"2x1000/{d}/{b}: lr_decay 1.0 (bp, bp-ds, mf-joint), 0.9 (mf)" for d in ("mnist", "fmnist")
+        for b in ("own", "matched")]
 
 
 # -- 6. no parameter that the updates never change -----------------------------------------------------

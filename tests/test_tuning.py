@@ -150,12 +150,60 @@ def test_a_study_whose_search_space_changed_is_refused(tmp_path, monkeypatch):
         tune(base, 2, studies_dir=tmp_path, study_name=first.study.study_name, params_file=None, log=quiet_log)
 
 
-def test_a_study_resumes_when_its_record_predates_a_field_that_changes_nothing():
-    """Studies recorded before the verdict fields or DFA's lr_decay existed are the same study today
-    (make reproduce-table3 PROFILE=paper resumes the committed journals); a real difference is not."""
+def test_a_study_given_the_shared_lr_decay_searches_it_and_keeps_to_it(tmp_path):
+    """tune(shared=["lr_decay"]) (a profile's tune_shared): every trial samples lr_decay in 0.7-1, the defaults
+    trial at 1 (a constant rate), and the best entry carries the winner's; a study resumed with the switch
+    flipped either way is refused as a changed space, and an unknown shared dimension is refused."""
+    from algorithms import ConfigError
+
+    base = base_config(algorithm="bp", epochs=1)
+    decayed = tune(base, 2, studies_dir=tmp_path, params_file=tmp_path / "p.json", pruner="none",
+                   shared=["lr_decay"], log=quiet_log)
+    trials = decayed.study.trials
+    assert all(0.7 <= t.params["lr_decay"] <= 1.0 for t in trials) and trials[0].params["lr_decay"] == 1.0
+    assert decayed.best["hparams"]["lr_decay"] == decayed.study.best_trial.params["lr_decay"]
+    assert load_params_file(tmp_path / "p.json")["bp/digits/1x16"]["hparams"]["lr_decay"] == decayed.best["hparams"]["lr_decay"]
+    with pytest.raises(TuningError, match="bp has since lost lr_decay"):
+        tune(base, 3, studies_dir=tmp_path, study_name=decayed.study.study_name, params_file=None, log=quiet_log)
+    plain = tune(base_config(algorithm="dfa", epochs=1), 1, studies_dir=tmp_path, params_file=None, pruner="none",
+                 log=quiet_log)
+    assert "lr_decay" not in plain.study.trials[0].params  # DFA's own space no longer has it
+    with pytest.raises(TuningError, match="dfa has since gained lr_decay"):
+        tune(base_config(algorithm="dfa", epochs=1), 2, studies_dir=tmp_path, study_name=plain.study.study_name,
+             params_file=None, shared=["lr_decay"], log=quiet_log)
+    with pytest.raises(ConfigError, match="unknown shared dimension"):
+        tune(base, 1, studies_dir=tmp_path, params_file=None, shared=["momentum"], log=quiet_log)
+
+
+def test_a_profiles_tune_shared_reaches_every_study_of_the_spec(tmp_path):
+    """bpfree sweep SPEC --tune N: the profile's tune_shared makes every cell's study search lr_decay; the same
+    spec without it, none."""
+    from benchmarks.tuning import tune_spec
+
+    spec = {"name": "s", "profiles": {"quick": {"seeds": [0], "epochs": 1, "val_fraction": 0.2, "tune_shared": ["lr_decay"]}},
+            "groups": [{"label": "1x16", "arch": "mlp", "arch_args": {"widths": [16]}, "datasets": ["digits"],
+                        "algorithms": ["bp", "dfa"]}]}
+    for shared in (["lr_decay"], []):
+        spec["profiles"]["quick"]["tune_shared"] = shared
+        studies = tmp_path / f"studies{len(shared)}"
+        rows = tune_spec(spec, "quick", 1, params_file=tmp_path / f"p{len(shared)}.json", studies_dir=studies,
+                         pruner="none", log=quiet_log)
+        assert [r["status"] for r in rows] == ["tuned", "tuned"]
+        for row in rows:
+            study = optuna.load_study(study_name=row["study"], storage=make_storage(None, row["study"], studies))
+            assert [("lr_decay" in t.params) for t in study.trials] == [bool(shared)]
+            assert row["best"]["hparams"]["lr_decay"] == 1.0  # the defaults trial: a constant rate
+
+
+@pytest.mark.parametrize("algorithm", ["dfa", "bp", "mf"])
+def test_a_study_resumes_when_its_record_predates_a_field_that_changes_nothing(algorithm):
+    """Studies recorded before the verdict fields or the shared lr_decay (DFA's alone before) existed are
+    the same study today (make reproduce-table3 PROFILE=paper resumes the committed journals, and the fair
+    studies tuned before the decay became shared resume too); a real difference is not."""
     from benchmarks.tuning.study import _base_identity, _changed_base_fields
 
-    today = _base_identity(base_config(algorithm="dfa"))
+    today = _base_identity(base_config(algorithm=algorithm))
+    assert today["hparams"]["lr_decay"] == 1.0
     old = {k: v for k, v in today.items() if k not in ("chance_epochs", "chance_margin", "diverge_loss_factor")}
     old["hparams"] = {k: v for k, v in today["hparams"].items() if k != "lr_decay"}
     assert _changed_base_fields(old, today) == []
@@ -176,9 +224,12 @@ def test_a_new_study_tries_the_params_entry_it_replaces_after_the_defaults(tmp_p
     assert first.user_attrs["origin"] == "defaults"
     assert second.params == {"batch_size": 32, "lr": 5e-3}
     assert second.user_attrs["origin"] == "previous params file entry"
-    # an entry from before DFA's lr_decay existed kept its learning rate constant: it is tried so
-    assert previous_params(base_config(algorithm="dfa"), params, "dfa/digits/1x16") == \
-        {"batch_size": 32, "lr": 5e-3, "lr_decay": 1.0}
+    # an entry from before the shared lr_decay existed kept its learning rate constant: a study whose
+    # profile searches the decay (tune_shared) tries it so; one that does not, without it
+    for algorithm in ("dfa", "bp"):
+        assert previous_params(base_config(algorithm=algorithm), params, f"{algorithm}/digits/1x16",
+                               ("lr_decay",)) == {"batch_size": 32, "lr": 5e-3, "lr_decay": 1.0}
+    assert previous_params(base_config(algorithm="dfa"), params, "dfa/digits/1x16") == {"batch_size": 32, "lr": 5e-3}
     assert previous_params(base_config(algorithm="dfa"), params, "dfa/mnist/2x1000") == {}
     assert previous_params(base_config(algorithm="dfa"), tmp_path / "none.json", "dfa/digits/1x16") == {}
 

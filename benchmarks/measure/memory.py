@@ -36,10 +36,10 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 
+from algorithms.base import find_optimizers
 from benchmarks.common.files import append_jsonl
 from .base import METERS, Meter
 
@@ -184,26 +184,6 @@ class SavedTensorCounter:
 
 def _storage_ptrs(tensors) -> set[int]:
     return {t.untyped_storage().data_ptr() for t in tensors}
-
-
-def find_optimizers(obj: Any) -> list[torch.optim.Optimizer]:
-    """Optimisers held by a trainer's attributes (directly or in lists, tuples, dicts)."""
-    found: list[torch.optim.Optimizer] = []
-
-    def visit(value, depth):
-        if isinstance(value, torch.optim.Optimizer):
-            if not any(value is o for o in found):
-                found.append(value)
-        elif depth < 2 and isinstance(value, (list, tuple)):
-            for v in value:
-                visit(v, depth + 1)
-        elif depth < 2 and isinstance(value, dict):
-            for v in value.values():
-                visit(v, depth + 1)
-
-    for value in vars(obj).values():
-        visit(value, 0)
-    return found
 
 
 def state_bytes(trainer: torch.nn.Module) -> dict[str, int]:

@@ -27,15 +27,18 @@ LOCATION_FIELDS = ("data_dirs", "results_dir", "quiet", "save")
 # Fields that older run folders' configs lack, and the value each of them implicitly had then: a
 # table matches a run made before a field existed as if it had been written with this value.
 IMPLICIT_DEFAULTS: dict[str, Any] = {"precision": "fp32", "data_args": {}, "budget": "own"}
-# The same for an algorithm's hyperparameters: FF before loeweX's recipe normalised to unit length,
-# took the mean of squares minus the threshold, and had no cooldown; DFA before its lr_decay kept its
-# learning rate constant.
-IMPLICIT_HPARAMS: dict[str, dict[str, Any]] = {"ff": {"normalisation": "unit", "logit": "mean", "cooldown": False},
-                                               "dfa": {"lr_decay": 1.0}}
+# The same for the hyperparameters every trainer shares (``TrainerHParams``): before the shared
+# ``lr_decay`` (DFA's alone before that) every learning rate was constant.
+COMMON_IMPLICIT_HPARAMS: dict[str, Any] = {"lr_decay": 1.0}
+# ... and for an algorithm's own: FF before loeweX's recipe normalised to unit length, took the mean of
+# squares minus the threshold, and had no cooldown. ``implicit_hparams`` gives both for one algorithm.
+IMPLICIT_HPARAMS: dict[str, dict[str, Any]] = {"ff": {"normalisation": "unit", "logit": "mean", "cooldown": False}}
 # Hyperparameters added after runs had been made at what is now their default: at that value they stay
 # out of a run's id, so that the folders made before them keep being reused (FF's recipe changed its
-# defaults, so its old runs are not the same runs and are not listed here).
-ID_NEUTRAL_HPARAMS: dict[str, dict[str, Any]] = {"dfa": IMPLICIT_HPARAMS["dfa"]}
+# defaults, so its old runs are not the same runs and are not listed here). The shared ones
+# (``COMMON_ID_NEUTRAL_HPARAMS``, every algorithm's) and an algorithm's own: ``id_neutral_hparams``.
+COMMON_ID_NEUTRAL_HPARAMS: dict[str, Any] = {"lr_decay": COMMON_IMPLICIT_HPARAMS["lr_decay"]}
+ID_NEUTRAL_HPARAMS: dict[str, dict[str, Any]] = {}
 # Fields that judge a run (when it counts as diverged, benchmarks/run/divergence.py), not what it computes.
 VERDICT_FIELDS = ("diverge_loss_factor", "chance_epochs", "chance_margin")
 # Fields that say what a run's metrics rows hold, not what it trains: they stay out of its id and of the
@@ -53,6 +56,16 @@ MAX_SEED = 2 ** 32 - 1  # numpy's seed range (np.random.seed refuses more)
 MAX_WIDTH = 100_000  # units or channels of one layer: far beyond any network of the tables, and a
 #                      10**8-wide layer would only fail later, allocating hundreds of gigabytes
 WIDTH_ARGS = ("widths", "channels", "width", "embedding_dim")  # architecture arguments that size a layer
+
+
+def implicit_hparams(algorithm: str | None) -> dict[str, Any]:
+    """The hyperparameters that ``algorithm``'s older configs lack, at the value each implicitly had."""
+    return {**COMMON_IMPLICIT_HPARAMS, **IMPLICIT_HPARAMS.get(algorithm or "", {})}
+
+
+def id_neutral_hparams(algorithm: str | None) -> dict[str, Any]:
+    """The hyperparameters that stay out of ``algorithm``'s run ids at the value given here."""
+    return {**COMMON_ID_NEUTRAL_HPARAMS, **ID_NEUTRAL_HPARAMS.get(algorithm or "", {})}
 
 
 @dataclass
@@ -165,7 +178,7 @@ class ExperimentConfig:
             d.pop(key)
         if d["budget"] == IMPLICIT_DEFAULTS["budget"]:  # runs made before the field keep their ids
             d.pop("budget")
-        neutral = ID_NEUTRAL_HPARAMS.get(self.algorithm, {})
+        neutral = id_neutral_hparams(self.algorithm)
         d["hparams"] = {k: v for k, v in d["hparams"].items()
                         if k not in EXECUTION_HPARAMS and not (k in neutral and neutral[k] == v)}
         return d
@@ -219,10 +232,11 @@ def _data_args(dataset: str, args: Any) -> dict[str, Any]:
 
 
 def with_implicit_defaults(config: dict[str, Any]) -> dict[str, Any]:
-    """A stored config with the fields it predates filled in as they implicitly were (``IMPLICIT_DEFAULTS``)."""
+    """A stored config with the fields it predates filled in as they implicitly were (``IMPLICIT_DEFAULTS``;
+    its hyperparameters: :func:`implicit_hparams`, e.g. the constant learning rate, ``lr_decay`` 1)."""
     out = {**{k: copy.deepcopy(v) for k, v in IMPLICIT_DEFAULTS.items() if k not in config}, **config}
-    implicit = IMPLICIT_HPARAMS.get(out.get("algorithm"), {})
-    if implicit and isinstance(out.get("hparams"), dict):
+    implicit = implicit_hparams(out.get("algorithm"))
+    if isinstance(out.get("hparams"), dict):
         out["hparams"] = {**implicit, **out["hparams"]}
     return out
 

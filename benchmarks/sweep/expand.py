@@ -32,6 +32,11 @@ A spec (YAML) says what a table is made of::
         algorithm_overrides: {mf: {hparams: {readout: flatten}}}
         per_profile: {quick: {train_limit: 2000}}
 
+A profile's ``tune`` mapping is the budget of each tuning trial (``bpfree sweep SPEC --tune N``,
+benchmarks/tuning/spec.py) and ``tune_shared`` the optional shared dimensions every row's study
+searches, the same for all or, without it, for none: ``tune_shared: [lr_decay]`` (the per-epoch
+learning-rate decay, 0.7-1); neither is a setting of the runs, and no group or algorithm override has them.
+
 A profile may also give ``per_dataset`` settings (``{mnist: {epochs: 27}}``) and ``budgets``: the
 budget protocols its runs are made under, each with its own settings (``benchmarks.run.config.BUDGETS``),
 e.g. ``budgets: {own: {}, matched: {patience: null, per_dataset: {mnist: {epochs: 27}}}}``: every run
@@ -61,6 +66,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from algorithms import ConfigError
+from algorithms.search_spaces import check_shared
 
 from benchmarks.run.config import BUDGETS, ExperimentConfig, run_key
 from benchmarks.sweep.launchers import LAUNCHERS, DataFingerprints, outcome
@@ -182,6 +188,15 @@ def merge(base: dict[str, Any], *layers: dict[str, Any] | None) -> dict[str, Any
     return out
 
 
+def tune_shared(profile: dict[str, Any] | None) -> tuple[str, ...]:
+    """The optional shared dimensions a profile's studies search for every row (``tune_shared``, a list
+    of :data:`algorithms.search_spaces.OPTIONAL_SHARED` names: ``[lr_decay]``); () without it."""
+    shared = (profile or {}).get("tune_shared") or []
+    if not isinstance(shared, list) or not all(isinstance(n, str) for n in shared):
+        raise ConfigError(f"a profile's tune_shared is a list of shared dimensions, e.g. [lr_decay]; got {shared!r}")
+    return check_shared(shared)
+
+
 def profile_names(spec: dict[str, Any]) -> list[str]:
     return list(spec["profiles"])
 
@@ -202,6 +217,8 @@ def expand(spec: dict[str, Any], profile: str, params_file: str | Path | None = 
     seeds = prof.pop("seeds", [0])
     profile_params = prof.pop("params_file", None)
     prof.pop("tune", None)  # the trials' budget (benchmarks.tuning.trial_budget), not the runs'
+    tune_shared(prof)  # refused here where it names no shared dimension, e.g. a misspelt one
+    prof.pop("tune_shared", None)  # what every row's study searches beside its own space (tuning.spec)
     profile_overrides = prof.pop("algorithm_overrides", {})
     per_dataset = prof.pop("per_dataset", {})
     budgets = prof.pop("budgets", {"own": {}})

@@ -40,9 +40,10 @@ def check_entry_current(key: str, entry: dict[str, Any], path: str | Path) -> No
     tuned for unit-length inputs, then applied to RMS-normalised ones), and would be applied to a
     different algorithm without a word. A hand-written entry that names only some common fields (say
     ``{"hparams": {"lr": 5e-4}}``) means today's defaults for the rest and is taken as it is. A field
-    whose value before it existed (``config.IMPLICIT_HPARAMS``) is its default today changes nothing
-    (DFA's ``lr_decay`` 1) and is not missing.
-    Execution-only settings (``EXECUTION_HPARAMS``, which change no result) do not count."""
+    whose value before it existed (``config.implicit_hparams``) is its default today changes nothing
+    (the shared ``lr_decay`` 1: every learning rate was constant before it) and is not missing, nor needed
+    to tell an entry written resolved. Execution-only settings (``EXECUTION_HPARAMS``, which change no
+    result) do not count."""
     from algorithms import ALGORITHMS, UnknownNameError
     from algorithms.base import EXECUTION_HPARAMS, TrainerHParams
 
@@ -50,15 +51,18 @@ def check_entry_current(key: str, entry: dict[str, Any], path: str | Path) -> No
         hparams_class = ALGORITHMS.get(key.split("/", 1)[0]).HParams
     except UnknownNameError:
         return  # the config's own validation names the unknown algorithm
+    from benchmarks.run.config import implicit_hparams
+    implicit = implicit_hparams(key.split("/", 1)[0])
+
+    def unchanged(f: dataclasses.Field) -> bool:  # added since, at the value it had before it existed
+        return f.name in implicit and implicit[f.name] == f.default
+
     named = set(entry.get("hparams") or {})
-    common = {f.name for f in dataclasses.fields(TrainerHParams)} - set(EXECUTION_HPARAMS)
+    common = {f.name for f in dataclasses.fields(TrainerHParams) if not unchanged(f)} - set(EXECUTION_HPARAMS)
     if not common <= named:
         return  # not written resolved: a hand-written entry
-    from benchmarks.run.config import IMPLICIT_HPARAMS
-    implicit = IMPLICIT_HPARAMS.get(key.split("/", 1)[0], {})
     missing = sorted(f.name for f in dataclasses.fields(hparams_class)
-                     if f.name not in named and f.name not in EXECUTION_HPARAMS
-                     and not (f.name in implicit and implicit[f.name] == f.default))
+                     if f.name not in named and f.name not in EXECUTION_HPARAMS and not unchanged(f))
     if missing:
         raise ConfigError(f"params file {path}: entry {key} was tuned before its algorithm had "
                           f"{', '.join(missing)}; tune it again (bpfree sweep <spec> --tune N) or remove it")

@@ -30,6 +30,8 @@
 distinct (algorithm, dataset, group label) of a sweep spec, every one with the same N trials and the
 profile's epochs and patience per trial, so that no algorithm is tuned harder than another; the
 best settings go to the profile's params file, which ``expand`` then applies to the sweep's runs.
+The profile's ``tune_shared: [lr_decay]`` makes every study of it search the learning-rate decay too
+(for every row or, without it, for none: :mod:`.spec`).
 
 Params file (JSON, default ``results/studies/best_params.json``), shared by all studies, read by
 ``benchmarks.sweep.expand.expand(spec, profile, params_file=...)``::

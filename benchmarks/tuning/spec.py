@@ -3,6 +3,15 @@
 ``bpfree sweep SPEC --tune N``: every cell gets the same N trials and the same per-trial budget
 (the profile's ``tune`` mapping, else its epochs and patience), so that no algorithm is tuned harder
 than another; the best settings go to the profile's params file, which ``expand`` then applies.
+
+Every cell's study searches the same shared dimensions, learning rate and batch size, plus its
+algorithm's own knobs (algorithms/search_spaces.py). The per-epoch learning-rate decay ``lr_decay`` is
+a shared dimension that the profile gives to every row or to none: ``tune_shared: [lr_decay]`` in a
+profile makes every cell's study search it in the same range (0.7-1, ``LR_DECAY_RANGE``); without it
+no cell searches it (every run keeps ``lr_decay`` 1, a constant rate). There is no per-group or
+per-algorithm switch (a group or an algorithm override naming ``tune_shared`` is refused), and an
+algorithm's own space that searches it is refused, so one row alone cannot get it. Switching it for a
+profile whose studies exist changes their space: resuming them is refused (move their journals aside).
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import optuna
 from algorithms import ConfigError
 
 from benchmarks.run.config import ExperimentConfig
+from benchmarks.sweep.expand import tune_shared
 from .storage import STUDIES_DIR
 from .study import FINISHED, PARAMS_FILE, default_study_name, params_key, tune
 
@@ -109,9 +119,11 @@ def tune_spec(spec: dict[str, Any], profile: str, trials: int, *, params_file: s
     if not isinstance(trials, int) or trials <= 0:
         raise ConfigError(f"the number of trials must be a positive integer, got {trials!r}")
     params_file = params_file or spec_params_file(spec, profile) or PARAMS_FILE
+    shared = tune_shared(spec["profiles"].get(profile, {}))
     cells = spec_cells(spec, profile, data_dirs, algorithms, datasets)
     log(f"tuning {len(cells)} cells of spec {spec['name']} (profile {profile}) with the same budget: "
-        f"{trials} trials each; best settings into {params_file}")
+        f"{trials} trials each" + (f", every one searching {', '.join(shared)} too" if shared else "")
+        + f"; best settings into {params_file}")
     available: dict[str, str | None] = {}  # dataset -> None, or why it is not on this machine
     outcomes = []
     for label, base in cells:
@@ -134,7 +146,7 @@ def tune_spec(spec: dict[str, Any], profile: str, trials: int, *, params_file: s
             continue
         try:
             out = tune(base, trials, study_name=study, storage=storage, studies_dir=studies_dir, label=label,
-                       seed=seed, pruner=pruner, params_file=params_file, log=log)
+                       seed=seed, pruner=pruner, params_file=params_file, shared=shared, log=log)
         except Exception as exc:  # noqa: BLE001 - one cell's failure is reported; the others are still tuned
             row.update(status="error", note=f"{type(exc).__name__}: {exc}")
             log(f"error in {key}: {row['note']}")

@@ -24,7 +24,7 @@ from filelock import FileLock
 from optuna.trial import TrialState
 
 from algorithms import ConfigError
-from algorithms.search_spaces import search_space
+from algorithms.search_spaces import check_shared, search_space
 
 from benchmarks.run.config import (EXECUTION_FIELDS, LOCATION_FIELDS, VERDICT_FIELDS, ExperimentConfig,
                                    with_implicit_defaults)
@@ -92,11 +92,12 @@ def default_study_name(cfg: ExperimentConfig, label: str | None = None, suffix: 
 
 
 # -- trials -----------------------------------------------------------------------------------------
-def trial_config(trial, base: ExperimentConfig) -> ExperimentConfig:
-    """``base`` with the algorithm's search space sampled by ``trial`` (``hparams`` merged over base's).
+def trial_config(trial, base: ExperimentConfig, shared: tuple[str, ...] = ()) -> ExperimentConfig:
+    """``base`` with the algorithm's search space (plus the optional shared dimensions ``shared`` names,
+    a profile's ``tune_shared``) sampled by ``trial`` (``hparams`` merged over base's).
     A trial scores test only where its summary reads it (``test_every_epoch`` false, whatever the spec's
     final runs ask for): only validation chooses, and the selected epoch's test accuracy is only recorded."""
-    space, _ = search_space(base.algorithm)
+    space, _ = search_space(base.algorithm, shared)
     overrides = dict(space(trial, base.to_dict()))
     hparams = dict(base.hparams, **overrides.pop("hparams", {}))
     unknown = set(overrides) - {f.name for f in dataclasses.fields(ExperimentConfig)}
@@ -130,15 +131,18 @@ class _Marker:
     name: str
 
 
-def default_params(base: ExperimentConfig) -> dict[str, Any]:
-    """The base config's own values of the searched parameters (those inside the search space).
+def default_params(base: ExperimentConfig, shared: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The base config's own values of the searched parameters (those inside the search space, with
+    the optional shared dimensions ``shared`` names: ``lr_decay`` 1, a constant rate, by default).
 
     Enqueued as a new study's first trial, so that the tuned result is never worse on validation
     than the defaults the algorithm ships with, whatever the budget."""
-    space, _ = search_space(base.algorithm)
+    space, _ = search_space(base.algorithm, shared)
     recorder = _Recorder()
     try:
         overrides = space(recorder, base.to_dict())
+    except ConfigError:  # e.g. a space that searches a shared dimension alone: refused
+        raise
     except Exception:  # a space that computes with its values: no default trial, the sampler starts
         return {}
     resolved = base.resolve()
@@ -155,9 +159,11 @@ def default_params(base: ExperimentConfig) -> dict[str, Any]:
     return out
 
 
-def previous_params(base: ExperimentConfig, params_file: str | Path | None, key: str) -> dict[str, Any]:
-    """The searched parameters of ``key``'s entry in ``params_file``, as a trial of today's space (a
-    parameter the entry predates at the value it implicitly had, e.g. DFA's ``lr_decay`` 1).
+def previous_params(base: ExperimentConfig, params_file: str | Path | None, key: str,
+                    shared: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The searched parameters of ``key``'s entry in ``params_file``, as a trial of today's space (with
+    the shared dimensions ``shared`` names; a parameter the entry predates at the value it implicitly
+    had, e.g. ``lr_decay`` 1, a constant rate).
 
     A study that replaces an older one (after its search space grew) tries these first, beside the
     defaults, so that tuning again never ends worse on validation than the settings it replaces: 12
@@ -170,16 +176,20 @@ def previous_params(base: ExperimentConfig, params_file: str | Path | None, key:
     hparams = with_implicit_defaults({"algorithm": base.algorithm, "hparams": entry.get("hparams", {})})["hparams"]
     tuned = dataclasses.replace(base, hparams={**base.hparams, **hparams},
                                 **{k: v for k, v in entry.items() if k != "hparams"})
-    return default_params(tuned)
+    return default_params(tuned, shared)
 
 
-def _refuse_changed_space(study_name: str, trials: list, base: ExperimentConfig) -> None:
+def _refuse_changed_space(study_name: str, trials: list, base: ExperimentConfig, shared: tuple[str, ...] = ()
+                          ) -> None:
     """A study resumed after its algorithm's search space changed would rank trials that searched the
-    old space beside new ones and count them towards the budget: refuse it (``TuningError``)."""
+    old space beside new ones and count them towards the budget: refuse it (``TuningError``). So is one
+    resumed with other shared dimensions (a profile's ``tune_shared`` switched on or off since)."""
     searched = {name for t in trials if t.state in FINISHED for name in t.params}
     recorder = _Recorder()
     try:
-        search_space(base.algorithm)[0](recorder, base.to_dict())
+        search_space(base.algorithm, shared)[0](recorder, base.to_dict())
+    except ConfigError:  # e.g. a space that searches a shared dimension alone: refused
+        raise
     except Exception:  # a space that computes with its values: its parameters cannot be listed
         return
     if searched and searched != set(recorder.dists):
@@ -201,7 +211,7 @@ def _flat_attrs(prefix: str, value: Any) -> dict[str, Any]:
     return {prefix: value if isinstance(value, (int, float, str, bool, type(None))) else str(value)}
 
 
-def make_objective(base: ExperimentConfig) -> Callable[[optuna.Trial], float]:
+def make_objective(base: ExperimentConfig, shared: tuple[str, ...] = ()) -> Callable[[optuna.Trial], float]:
     """The objective: train the trial's config, report validation accuracy per epoch, maybe prune."""
 
     def objective(trial: optuna.Trial) -> float:
@@ -215,7 +225,7 @@ def make_objective(base: ExperimentConfig) -> Callable[[optuna.Trial], float]:
             _ACTIVE.discard((trial.study.study_name, trial._trial_id))
 
     def _objective(trial: optuna.Trial) -> float:
-        cfg = trial_config(trial, base)
+        cfg = trial_config(trial, base, shared)
         resolved = cfg.resolve()  # a bad sampled value fails here as ConfigError (the trial fails)
         run_dir = run_dir_of(resolved)  # the data's fingerprint is part of the folder's name
         trial.set_user_attr("run_dir", str(run_dir))
@@ -379,7 +389,7 @@ def _base_identity(base: ExperimentConfig) -> dict[str, Any]:
 
 def _changed_base_fields(recorded: dict[str, Any], identity: dict[str, Any]) -> list[str]:
     """The fields in which a study's recorded base config and today's differ. A field the study predates
-    counts as what it implicitly was (``config.with_implicit_defaults``: DFA's constant ``lr_decay``);
+    counts as what it implicitly was (``config.with_implicit_defaults``: a constant rate, ``lr_decay`` 1);
     one that only judges a run (``VERDICT_FIELDS``, added after the first studies) counts as today's."""
     recorded = with_implicit_defaults(recorded)  # a new dict: the study's record is not changed
     recorded.update({k: identity.get(k) for k in VERDICT_FIELDS if k not in recorded})
@@ -420,8 +430,11 @@ def tune(base: ExperimentConfig, trials: int, *, study_name: str | None = None, 
          studies_dir: str | Path = STUDIES_DIR, label: str | None = None, seed: int = 0, worker_id: int = 0,
          pruner: str | optuna.pruners.BasePruner = "median", params_file: str | Path | None = PARAMS_FILE,
          heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: int | None = None,
-         log: Callable[[str], None] = print) -> TuneOutcome:
-    """Create or resume the study of ``base`` and run trials until it has ``trials`` finished ones."""
+         shared: tuple[str, ...] | list[str] = (), log: Callable[[str], None] = print) -> TuneOutcome:
+    """Create or resume the study of ``base`` and run trials until it has ``trials`` finished ones.
+
+    ``shared``: optional shared dimensions searched beside the algorithm's space (``lr_decay``; a spec's
+    profile gives them to every row with ``tune_shared``); a study resumed with others is refused."""
     if not isinstance(trials, int) or trials <= 0:
         raise ConfigError(f"the number of trials must be a positive integer, got {trials!r}")
     if not base.val_fraction > 0:
@@ -432,7 +445,8 @@ def tune(base: ExperimentConfig, trials: int, *, study_name: str | None = None, 
     study_name = study_name if study_name is not None else default_study_name(base, label)
     studies_dir = Path(studies_dir)
     base = dataclasses.replace(base, results_dir=str(studies_dir / study_name / "runs"))
-    _, space_origin = search_space(base.algorithm)
+    shared = check_shared(shared)
+    _, space_origin = search_space(base.algorithm, shared)
     store = make_storage(storage, study_name, studies_dir, heartbeat_interval, grace_period)
     where = redact(storage) if storage else str(studies_dir / f"{study_name}.log")
     quiet = _NoTracebackFor(WriteFailed, DatasetUnavailable, ConfigError)
@@ -440,7 +454,7 @@ def tune(base: ExperimentConfig, trials: int, *, study_name: str | None = None, 
     optuna_log.addFilter(quiet)
     try:
         return _tune(base, trials, study_name, store, where, studies_dir, label, seed, worker_id, pruner,
-                     params_file, space_origin, log)
+                     params_file, space_origin, shared, log)
     except (WriteFailed, DatasetUnavailable):
         raise
     except OSError as exc:  # e.g. the journal on a full disk: one line naming the study's storage
@@ -450,7 +464,8 @@ def tune(base: ExperimentConfig, trials: int, *, study_name: str | None = None, 
 
 
 def _tune(base: ExperimentConfig, trials: int, study_name: str, store, where: str, studies_dir: Path, label: str,
-          seed: int, worker_id: int, pruner, params_file, space_origin: str, log) -> TuneOutcome:
+          seed: int, worker_id: int, pruner, params_file, space_origin: str, shared: tuple[str, ...], log
+          ) -> TuneOutcome:
     """The rest of :func:`tune`, with the storage open."""
     identity = _base_identity(base)
     with warnings.catch_warnings():
@@ -473,10 +488,10 @@ def _tune(base: ExperimentConfig, trials: int, study_name: str, store, where: st
         raise TuningError(f"study {study_name!r} was created for a different base config (differs in "
                           f"{', '.join(changed)}); use another --study name or the original settings")
 
-    _refuse_changed_space(study_name, existing, base)
+    _refuse_changed_space(study_name, existing, base, shared)
     if not existing:  # a new study starts from the algorithm's defaults, then from what it replaces
-        study.enqueue_trial(default_params(base), user_attrs={"origin": "defaults"}, skip_if_exists=True)
-        previous = previous_params(base, params_file, params_key(base, label))
+        study.enqueue_trial(default_params(base, shared), user_attrs={"origin": "defaults"}, skip_if_exists=True)
+        previous = previous_params(base, params_file, params_key(base, label), shared)
         if previous:  # (skipped where it equals the defaults)
             study.enqueue_trial(previous, user_attrs={"origin": "previous params file entry"}, skip_if_exists=True)
     else:  # a resumed study: its dead workers' trials again, and start trials that only failed
@@ -488,13 +503,14 @@ def _tune(base: ExperimentConfig, trials: int, study_name: str, store, where: st
     if done < trials:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.optimize(make_objective(base), n_trials=trials - done,
+            study.optimize(make_objective(base, shared), n_trials=trials - done,
                            callbacks=[optuna.study.MaxTrialsCallback(trials, states=FINISHED)])
-    return finish(study, base, label, studies_dir, params_file, where, log)
+    return finish(study, base, label, studies_dir, params_file, where, log, shared)
 
 
 def finish(study: optuna.Study, base: ExperimentConfig, label: str, studies_dir: Path,
-           params_file: str | Path | None, where: str, log: Callable[[str], None] = print) -> TuneOutcome:
+           params_file: str | Path | None, where: str, log: Callable[[str], None] = print,
+           shared: tuple[str, ...] = ()) -> TuneOutcome:
     """Export the trials as CSV; write the best trial's settings to ``<study>.best.json`` and the params file."""
     key = params_key(base, label)
     csv_path = studies_dir / f"{study.study_name}.csv"
@@ -509,7 +525,7 @@ def finish(study: optuna.Study, base: ExperimentConfig, label: str, studies_dir:
         log(f"no complete trial yet ({counts}); no params written. Trials: {csv_path}")
         return TuneOutcome(study, key, None, csv_path, None, counts)
     best = study.best_trial
-    cfg = trial_config(optuna.trial.FixedTrial(best.params), base).resolve()
+    cfg = trial_config(optuna.trial.FixedTrial(best.params), base, shared).resolve()
     entry = {"batch_size": cfg.batch_size, "hparams": cfg.hparams}
     best_path = studies_dir / f"{study.study_name}.best.json"
     write_json(best_path, {

@@ -112,6 +112,7 @@ def test_tune_writes_runs_csv_and_params_file_and_resumes(tmp_path):
         assert t.user_attrs["epochs_run"] == summary["epochs_run"] == len(t.intermediate_values)
     csv = first.csv_path.read_text().splitlines()
     assert len(csv) == 3 and "user_attrs_train_time_s" in csv[0]
+    assert "test" not in csv[0]  # a study keeps what chooses (validation) and no test accuracy
 
     entries = load_params_file(params)
     assert list(entries) == ["mf/digits/1x16"]

@@ -260,8 +260,8 @@ def make_objective(base: ExperimentConfig, shared: tuple[str, ...] = ()) -> Call
         attrs = {"status": "completed", "reused_run": result.reused, "epochs_run": summary["epochs_run"],
                  "stopped_early": summary["stopped_early"], "selected_epoch": summary["selected_epoch"],
                  "wall_time_s": summary["wall_time_s"],
-                 # recorded for the report only; never used to pick the best trial
-                 "test_acc_at_selected_epoch": summary["test_acc"],
+                 # no test accuracy: a study holds only what chooses (validation), so that nobody can
+                 # pick a trial by test from its export (studies before this version kept it beside)
                  **_flat_attrs("", summary.get("measurements", {}))}
         for name, value in attrs.items():
             trial.set_user_attr(name, value)

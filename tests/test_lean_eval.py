@@ -11,7 +11,7 @@ import torch
 
 import algorithms.ff as ff_module
 import benchmarks.run.runner as runner
-from algorithms import ALGORITHMS
+from algorithms import ALGORITHMS, ConfigError
 from benchmarks.common.files import read_jsonl
 from benchmarks.datasets import load_dataset, prepare_splits
 from benchmarks.run.config import ExperimentConfig, run_key
@@ -178,6 +178,21 @@ def test_bench_speed_eval_table(tmp_path, capsys):
     assert data["rows"][1]["modes"] == ["goodness", "onepass"]
 
 
+def test_score_test_false_scores_no_test_and_serves_no_config_that_wants_it(tmp_path):
+    cfg = ExperimentConfig(algorithm="bp", dataset="digits", arch_args={"widths": [16]}, epochs=3, quiet=True,
+                           results_dir=str(tmp_path))
+    blind = runner.run_experiment(dataclasses.replace(cfg, score_test=False))
+    rows = read_jsonl(blind.run_dir / "metrics.jsonl")
+    assert not any(k.startswith("test_") for r in rows for k in r) and blind.summary["test_acc"] is None
+    assert blind.summary["test_scored_epochs"] == [] and blind.summary["score_test"] is False
+    assert run_key(cfg.resolve().to_dict()) == run_key(dataclasses.replace(cfg, score_test=False).resolve().to_dict())
+    scored = runner.run_experiment(cfg)  # the same id; the folder lacks what this config asks for
+    assert not scored.reused and scored.run_dir == blind.run_dir and scored.summary["test_acc"] is not None
+    assert runner.run_experiment(dataclasses.replace(cfg, score_test=False)).reused  # more serves less
+    with pytest.raises(ConfigError, match="score_test must be true or false"):
+        ExperimentConfig(score_test="no").resolve()
+
+
 def test_tuning_trials_score_test_only_where_read():
     import optuna
 
@@ -186,7 +201,8 @@ def test_tuning_trials_score_test_only_where_read():
 
     base = ExperimentConfig(algorithm="bp", dataset="digits", arch_args={"widths": [8]}, test_every_epoch=True)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
-    assert trial_config(study.ask(), base).test_every_epoch is False  # only validation chooses a trial
+    trial = trial_config(study.ask(), base)
+    assert trial.test_every_epoch is False and trial.score_test is False  # only validation chooses a trial
     # a study recorded before the field, or by a spec that asks for every epoch, resumes as the same base
     assert _base_identity(base) == _base_identity(dataclasses.replace(base, test_every_epoch=False))
     assert "test_every_epoch" not in _base_identity(base)

@@ -45,7 +45,8 @@ VERDICT_FIELDS = ("diverge_loss_factor", "chance_epochs", "chance_margin")
 # key tables match runs by, and the runner reuses a folder only where it holds what the config asks for
 # (``test_every_epoch``: a folder that scored test every epoch serves a config that asks for less, not
 # the reverse: ``runner.reusable_summary``). Every run before the field scored test every epoch.
-EXECUTION_FIELDS = ("test_every_epoch",)
+# ``score_test: false`` (tuning trials, which only validation may choose) scores test never.
+EXECUTION_FIELDS = ("test_every_epoch", "score_test")
 # How many passes over the training data a run gets (the fair-verdict protocols, Spyra's canonical v2):
 # `own`: up to `epochs`, stopped early on validation (`patience`), each algorithm to its own convergence;
 # `matched`: exactly `epochs` for every algorithm of a comparison (no early stopping), the epoch still
@@ -90,6 +91,7 @@ class ExperimentConfig:
     # column, the test-error curves of Figures 4 and 5); false: only after the epochs a table or summary
     # can read it at, those with a new best validation accuracy of some prediction mode, and the last
     test_every_epoch: bool = False
+    score_test: bool = True  # false: no test accuracy at all (a tuning trial: validation alone chooses)
     device: str = "auto"  # auto: cuda if available, else cpu
     measure: list[str] = field(default_factory=lambda: ["time"])
     tag: str = ""  # free text that becomes part of the identity, e.g. a table name
@@ -130,8 +132,9 @@ class ExperimentConfig:
             raise ConfigError(f"seed must be an integer >= 0, got {self.seed}")
         if self.seed > MAX_SEED:
             raise ConfigError(f"seed must be an integer in [0, {MAX_SEED}], got {self.seed}")
-        if not isinstance(self.test_every_epoch, bool):
-            raise ConfigError(f"test_every_epoch must be true or false, got {self.test_every_epoch!r}")
+        for name in EXECUTION_FIELDS:
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.patience is not None and self.val_fraction == 0:

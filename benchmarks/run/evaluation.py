@@ -59,13 +59,15 @@ def scores_test(cfg: ExperimentConfig, row: dict, epoch: int, modes: tuple[str, 
                 best_val: dict[tuple[str, str], float], stops: bool) -> bool:
     """Whether the epoch of ``row`` (its train and val accuracies in) scores test, and ``best_val`` updated.
 
-    Every epoch with ``cfg.test_every_epoch``. Otherwise only where test accuracy can be read: an epoch
+    Never without ``cfg.score_test`` (a tuning trial); every epoch with ``cfg.test_every_epoch``. Otherwise only where test accuracy can be read: an epoch
     that can be selected (``selectable``: a final-phase epoch of a run with validation) whose validation
     accuracy of some prediction mode is above that mode's best among the earlier such epochs of the same
     phase (the summary reads the default mode's best epoch, the accuracy tables each row's mode at its own
     best: ``tables.accuracy.selected_on_own_validation``; the first of equal ones wins in both), and the
     run's last epoch (``epochs`` reached, or early stopping now: ``stops``; the summary's ``final`` row,
     and the selected one of a run without validation). The other rows hold no test keys."""
+    if not cfg.score_test:
+        return False
     improves = False
     if selectable:
         for mode in modes:

@@ -143,7 +143,9 @@ def reusable_summary(cfg: ExperimentConfig, run_dir: Path, force: bool = False) 
         return None
     if summary.get("status") == "diverged" and not verdict_stands(summary, cfg):
         return None
-    if cfg.test_every_epoch and summary.get("status") == "completed" and not summary.get("test_every_epoch", True):
+    if summary.get("status") == "completed" and (
+            (cfg.test_every_epoch and not summary.get("test_every_epoch", True))
+            or (cfg.score_test and summary.get("score_test") is False)):
         return None
     return summary
 
@@ -171,7 +173,7 @@ def _run_held(cfg: ExperimentConfig, raw, run_dir: Path, on_epoch, device, split
                  "normalisation": "mean/std of the training split only" if raw.normalise else "none (token ids)"},
         "accuracy": f"percent correct by argmax of predict(x, mode); train accuracy on the first "
                     f"{train_eval_images(cfg, len(splits.train_y), len(splits.val_y))} training samples; test "
-                    + ("after every epoch" if cfg.test_every_epoch else
+                    + ("never (score_test false)" if not cfg.score_test else "after every epoch" if cfg.test_every_epoch else
                        "after the epochs with a new best validation accuracy of some mode (among the final "
                        "phase's epochs of the same phase; without validation: none), and after the last"),
         **{k: v for m in meters for k, v in m.describe().items()}})
@@ -349,8 +351,9 @@ def _train(cfg: ExperimentConfig, trainer: Trainer, splits: Splits, meters: list
         "selected_epoch": selected["epoch"],
         "selected": selected,
         "final": history[-1],
-        "test_acc": selected[f"test_acc_{default_mode}"],
+        "test_acc": selected.get(f"test_acc_{default_mode}"),  # None where test is not scored (score_test)
         "test_every_epoch": cfg.test_every_epoch,  # false: test only at the epochs scores_test names
+        "score_test": cfg.score_test,
         "test_scored_epochs": [r["epoch"] for r in history if f"test_acc_{default_mode}" in r],
         "parameters": {mode: trainer.inference_parameters(mode) for mode in trainer.prediction_modes},
         "wall_time_s": earlier_s + time.perf_counter() - started,  # every attempt's share

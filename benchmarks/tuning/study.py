@@ -95,15 +95,15 @@ def default_study_name(cfg: ExperimentConfig, label: str | None = None, suffix: 
 def trial_config(trial, base: ExperimentConfig, shared: tuple[str, ...] = ()) -> ExperimentConfig:
     """``base`` with the algorithm's search space (plus the optional shared dimensions ``shared`` names,
     a profile's ``tune_shared``) sampled by ``trial`` (``hparams`` merged over base's).
-    A trial scores test only where its summary reads it (``test_every_epoch`` false, whatever the spec's
-    final runs ask for): only validation chooses, and the selected epoch's test accuracy is only recorded."""
+    A trial scores no test accuracy at all (``score_test`` false, whatever the spec's final runs ask for):
+    only validation chooses, and a study holds nothing that could choose by test."""
     space, _ = search_space(base.algorithm, shared)
     overrides = dict(space(trial, base.to_dict()))
     hparams = dict(base.hparams, **overrides.pop("hparams", {}))
     unknown = set(overrides) - {f.name for f in dataclasses.fields(ExperimentConfig)}
     if unknown:
         raise ConfigError(f"search space of {base.algorithm} returned unknown config fields {sorted(unknown)}")
-    return dataclasses.replace(base, hparams=hparams, **{**overrides, "test_every_epoch": False})
+    return dataclasses.replace(base, hparams=hparams, **{**overrides, "test_every_epoch": False, "score_test": False})
 
 
 class _Recorder:
